@@ -1,0 +1,88 @@
+"""Run every notebook's tests (nbdev_test), and check that the notebooks, the exported code and the docs pipeline agree.
+
+Cells flagged `#| gpu` run only where CUDA is available; `#| slow` cells run with VOICE_AGENT_SLOW=1.
+"""
+import hashlib, os, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+NOTEBOOKS = sorted(p for p in (ROOT/"nbs").rglob("*.ipynb")
+                   if not any(part.startswith(("_", ".")) for part in p.relative_to(ROOT/"nbs").parts))
+
+
+def _flags() -> str:
+    "The nbdev test flags this machine can run."
+    flags = []
+    try:
+        import torch
+        if torch.cuda.is_available(): flags.append("gpu")
+    except ImportError: pass
+    if os.environ.get("VOICE_AGENT_SLOW"): flags.append("slow")
+    return " ".join(flags)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=[str(p.relative_to(ROOT/"nbs")) for p in NOTEBOOKS])
+def test_notebook(nb):
+    "Every cell of the notebook runs without error (its asserts are the tests)."
+    cmd = [str(BIN/"nbdev_test"), "--path", str(nb), "--do_print", "--timing"]
+    if flags := _flags(): cmd += ["--flags", flags]
+    env = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200, env=env)
+    print(r.stdout[-4000:]); print(r.stderr[-8000:], file=sys.stderr)
+    assert r.returncode == 0, f"{nb.name} failed:\n{r.stderr[-6000:]}"
+
+
+def _tree_hash() -> dict:
+    "Hash of every file nbdev_export and nbdev_clean may touch."
+    files = [*(ROOT/"nbs").rglob("*.ipynb"), *(ROOT/"voice_agent").rglob("*.py"), ROOT/"README.md"]
+    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+            if ".ipynb_checkpoints" not in p.parts}
+
+
+def test_export_and_clean_leave_tree_unchanged():
+    "The committed voice_agent/ is what the notebooks export, and the notebooks are clean."
+    before = _tree_hash()
+    for cmd in ("nbdev_export", "nbdev_clean"):
+        r = subprocess.run([str(BIN/cmd)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+    after = _tree_hash()
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"nbdev_export/nbdev_clean changed {changed}: edit the notebooks, export, clean, commit"
+
+
+def test_docs_pipeline_processes_every_notebook(tmp_path):
+    "nbdev_proc_nbs turns every notebook into a docs page (the full nbdev_docs where Quarto is installed)."
+    r = subprocess.run([str(BIN/"nbdev_proc_nbs")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    proc = ROOT/"_proc"
+    missing = [str(p) for p in NOTEBOOKS if not (proc/p.relative_to(ROOT/"nbs")).exists()]
+    assert not missing, f"not processed for the docs: {missing}"
+    assert (proc/"_quarto.yml").exists()
+    import shutil
+    if shutil.which("quarto"):
+        r = subprocess.run([str(BIN/"nbdev_docs")], cwd=ROOT, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-4000:]
+        assert (ROOT/"_docs"/"index.html").exists()
+
+
+def test_readme_is_generated_from_index():
+    "README.md is the rendering of nbs/index.ipynb (tools/readme.py) and states the two commands."
+    readme = (ROOT/"README.md").read_text()
+    assert "./run serve" in readme and "./run test" in readme
+    r = subprocess.run([sys.executable, str(ROOT/"tools"/"readme.py"), "--check"], cwd=ROOT, capture_output=True, timeout=600)
+    assert r.returncode == 0, "README.md is out of date: run .venv/bin/python tools/readme.py"
+
+
+def test_package_imports_without_nbdev():
+    "The installed package imports with nbdev and fastcore unavailable, and its metadata doesn't require them."
+    mods = sorted(p.stem for p in (ROOT/"voice_agent").glob("*.py") if not p.stem.startswith("_"))
+    code = ("import sys\nfor m in ('nbdev', 'fastcore', 'execnb'): sys.modules[m] = None\n"
+            + "".join(f"import voice_agent.{m}\n" for m in mods))
+    r = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    from configparser import ConfigParser
+    cfg = ConfigParser(); cfg.read(ROOT/"settings.ini")
+    reqs = cfg["DEFAULT"]["requirements"].lower()
+    assert "nbdev" not in reqs and "fastcore" not in reqs
