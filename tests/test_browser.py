@@ -1,0 +1,178 @@
+"""The Jupyter panels in a real browser: the demo model server on a socket, JupyterLab, and Debian's Chromium driven by Playwright.
+
+The test starts `voice-agent serve --profile demo` and JupyterLab (both on 127.0.0.1, on free ports), writes a notebook
+that builds the diagnostics and voice panels against the server, runs it in headless Chromium, clicks Refresh,
+uploads tests/fixtures/hello.wav, runs one spoken turn, and checks what the page shows. Screenshots go to artifacts/.
+"""
+import json, os, shutil, socket, subprocess, sys, tempfile, time, uuid
+from pathlib import Path
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT/"artifacts"
+FIXTURE = ROOT/"tests"/"fixtures"/"hello.wav"
+CHROMIUM = os.environ.get("VOICE_AGENT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+REPLY_OPTIONS = {"temperature": 0.8, "max_new_tokens": 40}  # the demo LLM's greedy reply decodes to nothing
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"{CHROMIUM} is missing: install Debian's chromium (./run test does, as root: apt-get install chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float, ok=lambda r: r.status_code == 200):
+    "Poll `url` until `ok(response)`; fail with the process's log if it dies or time runs out."
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None: pytest.fail(f"{proc.args[:4]} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if ok(httpx.get(url, timeout=2)): return time.monotonic() - t0
+        except httpx.HTTPError: pass
+        time.sleep(0.3)
+    pytest.fail(f"{url} not ready after {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen):
+    if proc.poll() is None:
+        proc.terminate()
+        try: proc.wait(20)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("browser")
+
+
+@pytest.fixture(scope="module")
+def env(work):
+    e = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false",
+         # the demo models are built once per machine, not once per run
+         "LOCAL_MODELS_DIR": str(Path(tempfile.gettempdir())/"voice_agent_browser_models"),
+         "IPYTHONDIR": str(work/"ipython"), "JUPYTER_CONFIG_DIR": str(work/"jupyter_config"),
+         "JUPYTER_RUNTIME_DIR": str(work/"jupyter_runtime"), "JUPYTERLAB_SETTINGS_DIR": str(work/"lab_settings"),
+         "JUPYTERLAB_WORKSPACES_DIR": str(work/"lab_workspaces")}
+    e.pop("MODEL_SERVER_API_KEY", None); e.pop("MODEL_SERVER_URL", None)
+    return e
+
+
+@pytest.fixture(scope="module")
+def demo_server(work, env):
+    "`voice-agent serve --profile demo` on a free port, ready."
+    port, log = free_port(), work/"server.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "serve", "--profile", "demo", "--port", str(port)],
+                                cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        print(f"\ndemo server ready in {wait_for(url + '/health/ready', proc, log, 240):.1f} s")
+        yield url
+    finally: stop(proc)
+
+
+def write_notebook(folder: Path, url: str) -> Path:
+    "A notebook that builds both panels against the server at `url`."
+    cells = [f"from voice_agent.widgets import DiagnosticsPanel, VoicePanel\nURL = {url!r}",
+             "diagnostics = DiagnosticsPanel(URL, refresh=False)\ndiagnostics",
+             f"voice = VoicePanel(URL, reply_options={REPLY_OPTIONS!r}, autoplay=False)\nvoice"]
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [], "source": c}
+                    for i, c in enumerate(cells)],
+          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    p = folder/"panels.ipynb"
+    p.write_text(json.dumps(nb, indent=1))
+    return p
+
+
+def lab_settings(folder: Path):
+    "No news or update toasts, and every cell rendered (no windowing), so the page holds all the output."
+    for ext, name, value in [("@jupyterlab/apputils-extension", "notification", {"fetchNews": "false", "checkForUpdates": False}),
+                             ("@jupyterlab/notebook-extension", "tracker", {"windowingMode": "none"})]:
+        d = folder/ext; d.mkdir(parents=True, exist_ok=True)
+        (d/f"{name}.jupyterlab-settings").write_text(json.dumps(value))
+
+
+@pytest.fixture(scope="module")
+def lab(work, env, demo_server):
+    "JupyterLab on a free port, serving a folder with the panels notebook."
+    root, token, port, log = work/"lab", uuid.uuid4().hex, free_port(), work/"lab.log"
+    root.mkdir()
+    write_notebook(root, demo_server)
+    lab_settings(Path(env["JUPYTERLAB_SETTINGS_DIR"]))
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+                                 f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
+                                 "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate"]
+                                + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+                                cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        print(f"JupyterLab ready in {wait_for(f'{base}/api/status?token={token}', proc, log, 120):.1f} s")
+        yield base, token
+    finally: stop(proc)
+
+
+def test_panels_in_jupyterlab(lab, work):
+    from playwright.sync_api import sync_playwright, expect
+    base, token = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    t0 = time.monotonic()
+    with sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(work/"chromium_profile"), executable_path=CHROMIUM, headless=True,
+                                                   args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 3200})
+        try:
+            page = ctx.new_page()
+            page.on("console", lambda m: m.type == "error" and print("browser console:", m.text))
+            page.goto(f"{base}/lab/tree/panels.ipynb?reset&token={token}")
+            page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')", timeout=90_000)
+            # wait for the kernel, then run every cell
+            page.wait_for_selector(".jp-Notebook", timeout=60_000)
+            page.wait_for_function("""() => {
+                const w = window.jupyterapp.shell.currentWidget;
+                return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel
+                       && w.sessionContext.session.kernel.status === 'idle'; }""", timeout=90_000)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            diag, voice = page.locator(".va-diagnostics"), page.locator(".va-voice")
+            expect(diag).to_be_visible(timeout=60_000)
+            expect(voice).to_be_visible(timeout=60_000)
+            print(f"panels rendered after {time.monotonic()-t0:.1f} s")
+
+            # the diagnostics panel: Refresh reads the server's /health and this machine's CUDA/bitsandbytes report
+            diag.locator("button.va-refresh").click()
+            expect(diag).to_contain_text("refreshed at", timeout=120_000)
+            for text in ("model server at http://127.0.0.1", "ready", "faster-whisper",
+                         "CUDA and bitsandbytes", "bitsandbytes", "hf_home", "offline"):
+                expect(diag).to_contain_text(text)
+            expect(diag.locator("table.va-attempts")).to_have_count(3)
+            expect(diag.locator("table.va-findings")).to_have_count(1)
+            print(f"diagnostics refreshed after {time.monotonic()-t0:.1f} s")
+            diag.screenshot(path=str(ARTIFACTS/"diagnostics_panel.png"))
+
+            # the voice panel: upload the fixture, run one turn, read what each stage says
+            # ipywidgets' FileUpload is a button holding a detached <input type=file>: answer the file chooser it opens
+            with page.expect_file_chooser(timeout=30_000) as chooser:
+                voice.locator("button.va-upload").click()
+            chooser.value.set_files(str(FIXTURE))
+            expect(voice).to_contain_text("hello.wav", timeout=30_000)
+            voice.locator("button.va-turn").click()
+            expect(voice.locator(".va-out-tts")).to_contain_text("s of speech at", timeout=120_000)
+            transcript = voice.locator(".va-out-stt").inner_text()
+            reply = voice.locator(".va-out-llm").inner_text()
+            print(f"voice turn done after {time.monotonic()-t0:.1f} s: transcript {transcript!r}, reply {reply!r}")
+            assert "weather" in transcript.lower() and "hello" in transcript.lower(), transcript
+            assert reply.strip(), "the LLM stage shows no reply"
+            audio = voice.locator("audio")
+            expect(audio).to_have_count(1)
+            assert (audio.get_attribute("src") or "").startswith("blob:"), "the reply's audio was not given to the <audio> element"
+            expect(voice).to_contain_text("done in")
+            assert voice.locator(".va-error").count() == 0
+            voice.screenshot(path=str(ARTIFACTS/"voice_turn.png"))
+            page.screenshot(path=str(ARTIFACTS/"notebook.png"), full_page=True)
+        finally: ctx.close()
+    print(f"browser part took {time.monotonic()-t0:.1f} s; screenshots in {ARTIFACTS}")

