@@ -16,7 +16,7 @@ __all__ = ['DEMO_VERSION', 'MARKER', 'PICKLE_SUFFIXES', 'DEMO_CORPUS', 'QWEN_SPE
            'build_tiny_dia', 'build_demo_models']
 
 # %% ../nbs/03_demo.ipynb #57eb1b3c
-DEMO_VERSION = "voice_agent.demo/1"  # bump when a builder changes what it writes
+DEMO_VERSION = "voice_agent.demo/2"  # bump when a builder changes what it writes
 MARKER = "voice_agent_demo.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
@@ -176,6 +176,9 @@ def build_tiny_llm(out_dir: str|Path, # the folder to write (created; replaced w
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = Qwen2ForCausalLM(cfg).to(getattr(torch, dtype)).eval()
+            with torch.no_grad():  # tokens that decode to nothing visible get a zero (tied) row: greedy never picks them,
+                silent = [i for i in range(len(tok)) if not tok.decode([i], skip_special_tokens=True).strip()]
+                model.get_input_embeddings().weight[silent] = 0  # so a demo reply is never empty
         model.generation_config = GenerationConfig(bos_token_id=eot, eos_token_id=[eos, eot], pad_token_id=eot,
                                                    do_sample=False, max_new_tokens=64)
         model.save_pretrained(tmp)

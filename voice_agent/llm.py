@@ -70,25 +70,19 @@ class Reply:
 
 def build_messages(query: str, # the user's turn
                    system_prompt: str|None=None, # optional system message
-                   history: list[dict]|None=None, # earlier turns: [{"role": "user"|"assistant", "content": ...}]
-                  ) -> list[dict]: # chat messages
+                   history: list|None=None, # earlier turns: dicts or pydantic messages with `role` and `content`
+                  ) -> list[dict]: # chat messages ending with the query
     "The chat messages for one turn."
     msgs = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return msgs + list(history or []) + [{"role": "user", "content": query}]
+    for m in history or []:
+        m = m.model_dump() if hasattr(m, "model_dump") else dict(m)
+        msgs.append({"role": m["role"], "content": m["content"]})
+    return msgs + [{"role": "user", "content": query}]
 
 # %% ../nbs/06a_llm.ipynb #cec75ab7
 class OpenSourceLLM(LoadedModel):
     "A local chat LLM loaded the best way this machine allows (4-bit -> 8-bit -> fp16 on CUDA -> CPU)."
     kind, setting_name = "LLM", "llm_model"
-
-    def __init__(self, model_name: str|None=None, # Hub id or folder (default: MODEL_SERVER_MODEL_NAME)
-                 settings: Settings|None=None, # default: `get_settings()`
-                 strategies=None, # Strategy list, strategy names, or a function of the default list
-                 device: str|None=None, # "auto", "cpu", "cuda" (default: MODEL_SERVER_LLM_DEVICE)
-                 hardware: dict|None=None, # {"torch": torch_info(), "bitsandbytes": bnb_info()} (default: detected)
-                ):
-        self._lock = threading.Lock()
-        self._load(model_name, settings, strategies, device, hardware)
 
     def _device_map(self):
         "Where accelerate puts the weights on CUDA."

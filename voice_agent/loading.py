@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_loading.ipynb #ca5b7299
 from __future__ import annotations
-import json, logging, time
+import json, logging, threading, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Any, Callable
@@ -143,6 +143,15 @@ class LoadedModel:
     "Base of the three loaders: resolution, safety check, strategies, record."
     kind = "model"          # "LLM", "STT", "TTS"
     setting_name = ""       # the Settings field holding the default model name
+
+    def __init__(self, model_name: str|None=None, # Hub id or folder (default: the setting of this kind, e.g. MODEL_SERVER_MODEL_NAME)
+                 settings: Settings|None=None, # default: `get_settings()`
+                 strategies=None, # Strategy list, strategy names, or a function of the default list
+                 device: str|None=None, # "auto", "cpu", "cuda" or "cuda:N" (default: MODEL_SERVER_<KIND>_DEVICE)
+                 hardware: dict|None=None, # {"torch": torch_info(), "bitsandbytes": bnb_info()} (default: detected)
+                ):
+        self._lock = threading.Lock()  # one call at a time per model
+        self._load(model_name, settings, strategies, device, hardware)
 
     def _load(self, model_name: str|None, settings: Settings|None, strategies, device: str|None, hardware: dict|None=None):
         "Resolve, check and load; fills `model_name`, `path`, `device`, `attempts`, `strategy`, `load_seconds`."
