@@ -154,6 +154,10 @@ def print_doctor(r: dict, out=None):
     p("Hardware:")
     for f in r["hardware"]["findings"]:
         p(f"  [{f['level']}] {f['topic']}: {f['message']}" + (f"\n      fix: {f['fix']}" if f.get("fix") else ""))
+    b = r["hardware"].get("bitsandbytes", {})
+    if b.get("installed"):
+        p(f"  bitsandbytes native libraries: {', '.join(b.get('libs') or []) or 'none'}; needed for this torch: "
+          f"{b.get('expected') or 'none (CPU build of torch)'}; matching: {b.get('matching_lib') or 'none'}")
     p("Models:")
     for kind, m in r["models"].items():
         if m["ok"]: p(f"  ✓ {kind}: {m['name']} -> {m['path']} ({m['where']})")
