@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #3caabfa5
 from __future__ import annotations
-import argparse, ast, inspect, io, json, os, shutil, subprocess, sys, tempfile, textwrap, time, tokenize
+import argparse, ast, inspect, io, json, shutil, subprocess, sys, tempfile, textwrap, time, tokenize
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_demo.ipynb #2b23dde2
 from __future__ import annotations
-import contextlib, hashlib, json, os, shutil, time
+import contextlib, hashlib, json, shutil, time
 from pathlib import Path
 from .config import logger
 

@@ -4,12 +4,12 @@
 
 # %% ../nbs/06a_llm.ipynb #77b369c6
 from __future__ import annotations
-import threading, time
+import threading
 from dataclasses import dataclass
 from typing import Iterator
-from .config import Settings, get_settings, logger
-from .offline import ensure_model_exists
-from .loading import LoadedModel, Strategy, Attempt, LoadingFailed, load_with_fallback
+from .config import Settings, logger
+from .offline import ensure_model_exists  # re-exported: the seed's model modules each offered it
+from .loading import LoadedModel, Strategy
 
 # %% auto #0
 __all__ = ['MAX_NEW_TOKENS_LIMIT', 'cuda_skip_reason', 'bnb_skip_reason', 'generation_kwargs', 'Reply', 'build_messages',

@@ -5,7 +5,7 @@
 # %% ../nbs/05_loading.ipynb #ca5b7299
 from __future__ import annotations
 import json, logging, threading, time
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Any, Callable
 from .config import Settings, get_settings, logger

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_model_server.ipynb #a9984de9
 from __future__ import annotations
-import asyncio, hmac, io, ipaddress, json, logging, math, signal, sys, threading, time
+import asyncio, hmac, io, ipaddress, json, logging, signal, sys, threading, time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict, is_dataclass
@@ -532,7 +532,7 @@ async def stream_chat_events(st: ServerState, req: ChatCompletionRequest, messag
         id=cid, created=created, model=name, usage=usage, choices=[ChunkChoice(delta=delta, finish_reason=finish)] if choices else [])
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     async def events():
-        scan, item, sent = StopScanner(stops), first, 0
+        scan, item = StopScanner(stops), first
         try:
             yield sse(chunk(Delta(role="assistant", content="")))
             while True:

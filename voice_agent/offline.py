@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_offline.ipynb #c7bc0ec9
 from __future__ import annotations
-import os, threading, time
+import os, threading
 from pathlib import Path
 from .config import Settings, get_settings, env_flag, logger
 

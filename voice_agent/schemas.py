@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math, time, uuid
 from typing import Any, Literal
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from .llm import build_messages  # one definition, shared with the in-process API
 
 # %% auto #0

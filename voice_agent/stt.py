@@ -4,11 +4,10 @@
 
 # %% ../nbs/06b_stt.ipynb #96f8359c
 from __future__ import annotations
-import re, threading
+import re
 import numpy as np
-from .config import Settings, logger
-from .offline import ensure_model_exists
-from .audio import load_audio, split_audio, AudioError
+from .offline import ensure_model_exists  # re-exported: the seed's model modules each offered it
+from .audio import load_audio, split_audio
 from .loading import LoadedModel, Strategy, is_ctranslate2_dir
 
 # %% auto #0

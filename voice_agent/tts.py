@@ -4,12 +4,11 @@
 
 # %% ../nbs/06c_tts.ipynb #bd180191
 from __future__ import annotations
-import json, tempfile, threading
+import json, os, tempfile
 from pathlib import Path
 from typing import Iterator
 import numpy as np
-from .config import Settings, logger
-from .offline import ensure_model_exists
+from .offline import ensure_model_exists  # re-exported: the seed's model modules each offered it
 from .audio import split_sentences, wav_bytes
 from .loading import LoadedModel, Strategy
 
@@ -118,7 +117,7 @@ def synthesize(self: Dia2TTS, text: str, # what to say
     "Synthesize `text` and write it as a 16-bit WAV file, as the seed's client does."
     wav, sr = self.synthesize_array(text)
     if output_path is None:
-        fd, output_path = tempfile.mkstemp(prefix="voice_agent_tts_", suffix=".wav"); import os; os.close(fd)
+        fd, output_path = tempfile.mkstemp(prefix="voice_agent_tts_", suffix=".wav"); os.close(fd)
     Path(output_path).write_bytes(wav_bytes(wav, sr))
     return str(output_path)
 
