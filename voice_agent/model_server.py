@@ -491,9 +491,9 @@ def add_seed_routes(app: FastAPI, st: ServerState):
 
     @app.post("/tts", response_class=Response, responses={200: {"content": {"audio/wav": {}}}})
     async def tts(body: TTSRequest):
-        "The seed's speech: `{text}` -> WAV bytes."
+        "The seed's speech: `{text, voice?, speed?}` -> WAV bytes."
         check_text(len(body.text), st.settings)
-        x, sr = await call_model(st.slots["tts"], "synthesize_array", body.text)
+        x, sr = await call_model(st.slots["tts"], "synthesize_array", body.text, **body.tts_options())
         st.metrics.audio_out.inc(len(x)/sr)
         return Response(await asyncio.to_thread(wav_bytes, x, sr), media_type="audio/wav")
 
@@ -616,9 +616,9 @@ def add_openai_routes(app: FastAPI, st: ServerState):
     @app.post("/v1/audio/speech", response_class=Response,
               responses={200: {"content": {t: {} for t in ("audio/wav", "audio/mpeg", "audio/flac", "audio/ogg", "audio/pcm")}}})
     async def speech(req: SpeechRequest):
-        "OpenAI speech: `{model, input, voice, response_format}` -> audio (wav, pcm, flac, mp3 or opus)."
+        "OpenAI speech: `{model, input, voice, response_format, speed}` -> audio (wav, pcm, flac, mp3 or opus)."
         check_text(len(req.input), st.settings, "input")
-        x, sr = await call_model(st.slots["tts"], "synthesize_array", req.input)
+        x, sr = await call_model(st.slots["tts"], "synthesize_array", req.input, **req.tts_options())
         st.metrics.audio_out.inc(len(x)/sr)
         data, media = await asyncio.to_thread(encode_audio, x, sr, req.response_format)
         return Response(data, media_type=media)

