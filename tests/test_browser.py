@@ -1,21 +1,28 @@
-"""The Jupyter panels in a real browser: the demo model server on a socket, JupyterLab, and Debian's Chromium driven by Playwright.
+"""The Jupyter panels in a real browser: a model server on a socket, JupyterLab, and Debian's Chromium driven by Playwright.
 
-The test starts `voice-agent serve --profile demo` and JupyterLab (both on 127.0.0.1, on free ports), writes a notebook
-that builds the diagnostics and voice panels against the server, runs it in headless Chromium, clicks Refresh,
-uploads tests/fixtures/hello.wav, runs one spoken turn, and checks what the page shows. Screenshots go to artifacts/.
+The test starts `voice-agent serve --profile local` (real small models: SmolLM2, Whisper tiny.en, a Piper voice; set
+VOICE_AGENT_BROWSER_PROFILE=tiny for the random-weight models) and JupyterLab, both on 127.0.0.1 on free ports, writes
+a notebook that builds the diagnostics and voice panels against the server, runs it in headless Chromium, clicks
+Refresh, then holds a two-turn spoken conversation: uploads tests/fixtures/hello.wav ("Hello, what is the weather like
+today?"), then a question espeak-ng speaks ("What is the capital of France?"), and checks the transcript shows both
+turns, each with its reply's player; with the local profile the answer must mention Paris. Screenshots go to artifacts/.
 """
-import json, os, shutil, socket, subprocess, sys, tempfile, time, uuid
+import json, os, re, shutil, socket, subprocess, sys, tempfile, time, uuid
 from pathlib import Path
 import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT/"artifacts"
-FIXTURE = ROOT/"tests"/"fixtures"/"hello.wav"
+FIXTURE = ROOT/"tests"/"fixtures"/"hello.wav"  # Whisper tiny.en hears "Hello, what is the weather like today?"
+QUESTION = "What is the capital of France?"  # the second turn, spoken by espeak-ng at test time
+PROFILE = os.environ.get("VOICE_AGENT_BROWSER_PROFILE", "local")  # local: real models; tiny (or demo): random weights
+REAL = PROFILE == "local"
 CHROMIUM = os.environ.get("VOICE_AGENT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-REPLY_OPTIONS = {"temperature": 0.8, "max_new_tokens": 40}  # the demo LLM's greedy reply decodes to nothing
+# greedy with real models; the random-weight LLM's greedy reply decodes to nothing, so it samples
+REPLY_OPTIONS = {"max_new_tokens": 60} if REAL else {"temperature": 0.8, "max_new_tokens": 40}
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason=f"{CHROMIUM} is missing: install Debian's chromium (./run test does, as root: apt-get install chromium)")
@@ -63,17 +70,27 @@ def env(work):
 
 
 @pytest.fixture(scope="module")
-def demo_server(work, env):
-    "`voice-agent serve --profile demo` on a free port, ready."
+def model_server(work, env):
+    "`voice-agent serve --profile PROFILE` on a free port, ready."
     port, log = free_port(), work/"server.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "serve", "--profile", "demo", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "serve", "--profile", PROFILE, "--port", str(port)],
                                 cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        print(f"\ndemo server ready in {wait_for(url + '/health/ready', proc, log, 240):.1f} s")
+        print(f"\n{PROFILE} server ready in {wait_for(url + '/health/ready', proc, log, 240):.1f} s")
         yield url
     finally: stop(proc)
+
+
+@pytest.fixture(scope="module")
+def question(work) -> Path:
+    "QUESTION, spoken by espeak-ng: the second turn."
+    path = work/"question.wav"
+    try: subprocess.run(["espeak-ng", "-w", str(path), QUESTION], check=True, capture_output=True, timeout=60)
+    except FileNotFoundError:
+        pytest.fail("espeak-ng is needed to speak the second turn: apt-get install espeak-ng (./run test does it)")
+    return path
 
 
 def write_notebook(folder: Path, url: str) -> Path:
@@ -99,11 +116,11 @@ def lab_settings(folder: Path):
 
 
 @pytest.fixture(scope="module")
-def lab(work, env, demo_server):
+def lab(work, env, model_server):
     "JupyterLab on a free port, serving a folder with the panels notebook."
     root, token, port, log = work/"lab", uuid.uuid4().hex, free_port(), work/"lab.log"
     root.mkdir()
-    write_notebook(root, demo_server)
+    write_notebook(root, model_server)
     lab_settings(Path(env["JUPYTERLAB_SETTINGS_DIR"]))
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
@@ -118,7 +135,7 @@ def lab(work, env, demo_server):
     finally: stop(proc)
 
 
-def test_panels_in_jupyterlab(lab, work):
+def test_panels_in_jupyterlab(lab, work, question):
     from playwright.sync_api import sync_playwright, expect
     base, token = lab
     ARTIFACTS.mkdir(exist_ok=True)
@@ -154,25 +171,50 @@ def test_panels_in_jupyterlab(lab, work):
             print(f"diagnostics refreshed after {time.monotonic()-t0:.1f} s")
             diag.screenshot(path=str(ARTIFACTS/"diagnostics_panel.png"))
 
-            # the voice panel: upload the fixture, run one turn, read what each stage says
+            # the voice panel: a conversation of two spoken turns, each uploaded, sent, and read back from the page
             # ipywidgets' FileUpload is a button holding a detached <input type=file>: answer the file chooser it opens
-            with page.expect_file_chooser(timeout=30_000) as chooser:
-                voice.locator("button.va-upload").click()
-            chooser.value.set_files(str(FIXTURE))
-            expect(voice).to_contain_text("hello.wav", timeout=30_000)
-            voice.locator("button.va-turn").click()
-            expect(voice.locator(".va-out-tts")).to_contain_text("s of speech at", timeout=120_000)
-            transcript = voice.locator(".va-out-stt").inner_text()
-            reply = voice.locator(".va-out-llm").inner_text()
-            print(f"voice turn done after {time.monotonic()-t0:.1f} s: transcript {transcript!r}, reply {reply!r}")
-            assert "weather" in transcript.lower() and "hello" in transcript.lower(), transcript
-            assert reply.strip(), "the LLM stage shows no reply"
-            audio = voice.locator("audio")
-            expect(audio).to_have_count(1)
-            assert (audio.get_attribute("src") or "").startswith("blob:"), "the reply's audio was not given to the <audio> element"
-            expect(voice).to_contain_text("done in")
-            assert voice.locator(".va-error").count() == 0
+            def spoken_turn(n: int, wav: Path) -> tuple[str, str]:
+                with page.expect_file_chooser(timeout=30_000) as chooser:
+                    voice.locator("button.va-upload").click()
+                chooser.value.set_files(str(wav))
+                expect(voice).to_contain_text(wav.name, timeout=30_000)
+                voice.locator("button.va-turn").click()
+                expect(voice.locator(".va-exchange")).to_have_count(n, timeout=180_000)
+                expect(voice).to_contain_text(re.compile(rf"done in [\d.]+ s · turn {n}"), timeout=30_000)  # the status line
+                heard, said = voice.locator(".va-out-stt").inner_text(), voice.locator(".va-out-llm").inner_text()
+                print(f"turn {n} done after {time.monotonic()-t0:.1f} s: heard {heard!r}, replied {said!r}")
+                assert voice.locator(".va-error").count() == 0, voice.locator(".va-error").inner_text()
+                return heard, said
+
+            heard1, reply1 = spoken_turn(1, FIXTURE)
+            assert "weather" in heard1.lower() and "hello" in heard1.lower(), heard1
+            assert reply1.strip(), "the LLM stage shows no reply"
             voice.screenshot(path=str(ARTIFACTS/"voice_turn.png"))
+            heard2, reply2 = spoken_turn(2, question)
+            assert "capital" in heard2.lower() and "france" in heard2.lower(), heard2
+            assert reply2.strip(), "the LLM stage shows no reply"
+            if REAL: assert "paris" in reply2.lower(), f"the local LLM's answer to {heard2!r} does not mention Paris: {reply2!r}"
+
+            # the transcript keeps both turns in order, each with its reply's player
+            transcript = voice.locator(".va-transcript")
+            you, assistant = transcript.locator(".va-you").all_inner_texts(), transcript.locator(".va-assistant").all_inner_texts()
+            print("transcript:", *[f"  {a}\n  {b}" for a, b in zip(you, assistant)], sep="\n")
+            assert len(you) == len(assistant) == 2, (you, assistant)
+            assert "weather" in you[0].lower() and "france" in you[1].lower(), you
+            assert [a.split(":", 1)[1].strip() for a in assistant] == [reply1.strip(), reply2.strip()], (assistant, reply1, reply2)
+            if REAL: assert "paris" in assistant[1].lower(), assistant
+            audio = transcript.locator("audio")
+            expect(audio).to_have_count(2)
+            for i in range(2):
+                assert (audio.nth(i).get_attribute("src") or "").startswith("blob:"), f"reply {i+1}'s audio is not in its <audio> element"
+            expect(voice).to_contain_text("done in")
+            voice.screenshot(path=str(ARTIFACTS/"voice_conversation.png"))
             page.screenshot(path=str(ARTIFACTS/"notebook.png"), full_page=True)
+
+            # Start over forgets the turns and their players
+            voice.locator("button.va-reset").click()
+            expect(transcript).to_contain_text("No turns yet", timeout=30_000)
+            expect(transcript.locator("audio")).to_have_count(0)
+            expect(transcript.locator(".va-you")).to_have_count(0)
         finally: ctx.close()
     print(f"browser part took {time.monotonic()-t0:.1f} s; screenshots in {ARTIFACTS}")
