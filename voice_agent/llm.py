@@ -13,9 +13,10 @@ from .offline import ensure_model_exists  # re-exported: the seed's model module
 from .loading import LoadedModel, Strategy, one_line
 
 # %% auto #0
-__all__ = ['MAX_NEW_TOKENS_LIMIT', 'cuda_skip_reason', 'bnb_skip_reason', 'generation_kwargs', 'gguf_file',
-           'llama_cpp_skip_reason', 'Reply', 'build_messages', 'OpenSourceLLM', 'llama_chat_formatter', 'llama_options',
-           'with_system_prompt', 'chat', 'generate_reply', 'stream_chat']
+__all__ = ['MAX_NEW_TOKENS_LIMIT', 'GREEDY_BELOW', 'cuda_skip_reason', 'bnb_skip_reason', 'stop_list', 'generation_kwargs',
+           'gguf_file', 'llama_cpp_skip_reason', 'Reply', 'build_messages', 'OpenSourceLLM', 'llama_chat_formatter',
+           'context_size', 'cut_at_stop', 'llama_options', 'with_system_prompt', 'chat', 'generate_reply', 'StopCutter',
+           'stream_chat']
 
 # %% ../nbs/06a_llm.ipynb #c7b9ccf7
 def cuda_skip_reason(device: str, # the device asked for: "cpu" rules CUDA out
@@ -38,16 +39,27 @@ def bnb_skip_reason(device: str, torch_facts: dict, bnb_facts: dict) -> str|None
     return None
 
 # %% ../nbs/06a_llm.ipynb #05156dcb
-MAX_NEW_TOKENS_LIMIT = 8192
+MAX_NEW_TOKENS_LIMIT = 4096  # the most tokens one request may ask for (the request schemas use this one)
+GREEDY_BELOW = 1e-4  # a temperature this small is greedy decoding (sampling at 1e-300 divides the logits into inf)
+
+def stop_list(stop, # a string, a list of strings, or None
+             ) -> list[str]|None: # the stop strings
+    "Stop sequences as a list of non-empty strings; anything else is a `ValueError` that says what was wrong."
+    if stop is None: return None
+    stops = [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, (list, tuple)) else None
+    if stops is None: raise ValueError(f"stop must be a string or a list of strings, not {type(stop).__name__}")
+    if not all(isinstance(s, str) and s for s in stops): raise ValueError("stop sequences must be non-empty strings")
+    return stops or None
 
 def generation_kwargs(settings: Settings, # for the default `max_new_tokens`
-                      max_new_tokens: int|None=None, # tokens to generate at most (1..8192)
-                      temperature: float|None=None, # 0 for greedy, up to 2
+                      max_new_tokens: int|None=None, # tokens to generate at most (1..4096)
+                      temperature: float|None=None, # 0 (or below 1e-4) for greedy, up to 2
                       top_p: float|None=None, # nucleus sampling, in (0, 1]
-                      **unknown) -> dict: # keyword arguments for `model.generate`
+                      stop: str|list[str]|None=None, # generation ends where one of these strings appears (it is cut off)
+                      **unknown) -> dict: # keyword arguments for `model.generate` (`stop_strings` for the stops)
     "Validate generation options and turn them into `generate` arguments."
     if unknown: raise ValueError(f"unknown generation option(s): {', '.join(sorted(unknown))}; "
-                                 "use max_new_tokens, temperature, top_p")
+                                 "use max_new_tokens, temperature, top_p, stop")
     n = settings.max_new_tokens if max_new_tokens is None else max_new_tokens
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_NEW_TOKENS_LIMIT:
         raise ValueError(f"max_new_tokens must be an integer from 1 to {MAX_NEW_TOKENS_LIMIT}, got {n!r}")
@@ -55,10 +67,12 @@ def generation_kwargs(settings: Settings, # for the default `max_new_tokens`
     if temperature is not None:
         if not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
             raise ValueError(f"temperature must be between 0 and 2, got {temperature!r}")
-        kw.update(do_sample=temperature > 0, **({"temperature": float(temperature)} if temperature > 0 else {}))
+        sample = temperature >= GREEDY_BELOW
+        kw.update(do_sample=sample, **({"temperature": float(temperature)} if sample else {}))
     if top_p is not None:
         if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
         kw["top_p"] = float(top_p)
+    if stops := stop_list(stop): kw["stop_strings"] = stops
     return kw
 
 # %% ../nbs/06a_llm.ipynb #f4026da1
@@ -219,6 +233,26 @@ def _inputs(self: OpenSourceLLM, messages: list[dict]):
     ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     return {k: v.to(self.model.device) for k, v in ids.items()}
 
+def context_size(self: OpenSourceLLM) -> int|None:
+    "How many tokens the loaded model reads at most (llama.cpp: its context; transformers: its position embeddings)."
+    if self.engine == "llama.cpp": return len(self.model.input_ids)
+    return getattr(self.model.config, "max_position_embeddings", None)
+
+def _fit_context(self: OpenSourceLLM, n_in: int, kw: dict) -> dict:
+    "Refuse a prompt that fills the context (a `ValueError` with the counts); end the reply where the context ends."
+    n_ctx = context_size(self)
+    if not n_ctx: return kw
+    if n_in >= n_ctx:
+        raise ValueError(f"the prompt has {n_in} tokens; this model's context holds {n_ctx}: shorten the conversation")
+    return {**kw, "max_new_tokens": min(kw["max_new_tokens"], n_ctx - n_in)}
+
+def cut_at_stop(text: str, # generated text
+                stops: list[str]|None, # stop strings
+               ) -> tuple[str, bool]: # the text before the first stop string, and whether there was one
+    "`text` up to the first stop string."
+    hits = [i for s in stops or [] if (i := text.find(s)) >= 0]
+    return (text[:min(hits)], True) if hits else (text, False)
+
 def _eos_ids(self: OpenSourceLLM) -> list[int]:
     "Every token id that ends a turn (the tokenizer's and the generation config's)."
     ids = {self.tokenizer.eos_token_id}
@@ -231,7 +265,7 @@ def llama_options(kw: dict, # `generation_kwargs(...)`
     "Generation options for llama.cpp: greedy unless a temperature is given, no repetition penalty (as transformers)."
     sample = kw.get("do_sample", False)
     return {"max_tokens": kw["max_new_tokens"], "temperature": kw.get("temperature", 1.0) if sample else 0.0,
-            "top_p": kw.get("top_p", 1.0), "repeat_penalty": 1.0}
+            "top_p": kw.get("top_p", 1.0), "repeat_penalty": 1.0, "stop": kw.get("stop_strings", [])}
 
 def with_system_prompt(messages: list[dict], # the chat so far
                        system_prompt: str, # MODEL_SERVER_SYSTEM_PROMPT ("" for none)
@@ -245,16 +279,12 @@ def _llama_generate(self: OpenSourceLLM, messages: list[dict], kw: dict, usage: 
     f = self.chat_formatter(messages=messages)
     prompt = self.model.tokenize(f.prompt.encode("utf-8"), add_bos=not f.added_special, special=True)
     usage.update(prompt_tokens=len(prompt), completion_tokens=0, finish_reason="length")
-    n_ctx = len(self.model.input_ids)  # the context asked for (llama.cpp's n_ctx() may report a padded size)
-    if len(prompt) >= n_ctx:
-        raise ValueError(f"the prompt has {len(prompt)} tokens; this model's context holds {n_ctx} "
-                         "(MODEL_SERVER_LLM_CONTEXT): shorten the conversation")
-    opts = llama_options(kw)
-    opts["max_tokens"] = min(opts["max_tokens"], n_ctx - len(prompt))  # the reply ends where the context does
+    opts = llama_options(_fit_context(self, len(prompt), kw))
     def count(ids, logits):  # called once per sampled token (the end-of-turn token too), before it is evaluated
         usage["completion_tokens"] = len(ids) - len(prompt) + 1; return False
     from llama_cpp import StoppingCriteriaList
-    it = self.model.create_completion(prompt, stream=True, stop=f.stop, stopping_criteria=StoppingCriteriaList([count]), **opts)
+    opts["stop"] = f.stop + opts["stop"]  # the template's end of turn, and the caller's stop strings (llama.cpp cuts them)
+    it = self.model.create_completion(prompt, stream=True, stopping_criteria=StoppingCriteriaList([count]), **opts)
     try:
         for chunk in it:
             c = chunk["choices"][0]
@@ -274,11 +304,13 @@ def chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"}, ...]
     with self._lock, torch.inference_mode():
         inputs = _inputs(self, messages)
         n_in = inputs["input_ids"].shape[1]
-        out = self.model.generate(**inputs, **kw, eos_token_id=_eos_ids(self), pad_token_id=self.tokenizer.pad_token_id)
+        kw = _fit_context(self, n_in, kw)
+        out = self.model.generate(**inputs, **kw, tokenizer=self.tokenizer, eos_token_id=_eos_ids(self),
+                                  pad_token_id=self.tokenizer.pad_token_id)
     new = out[0, n_in:]
     finish = "stop" if len(new) and int(new[-1]) in _eos_ids(self) else "length"
-    text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-    return Reply(text, n_in, int(len(new)), finish)
+    text, cut = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), kw.get("stop_strings"))
+    return Reply(text.strip(), n_in, int(len(new)), "stop" if cut else finish)
 
 def generate_reply(self: OpenSourceLLM, query: str, # the user's turn
                    system_prompt: str|None=None, # optional system message
@@ -289,6 +321,28 @@ def generate_reply(self: OpenSourceLLM, query: str, # the user's turn
     return self.chat(build_messages(query, system_prompt, history), **opts).text
 
 OpenSourceLLM.chat, OpenSourceLLM.generate_reply = chat, generate_reply
+
+# %% ../nbs/06a_llm.ipynb #f409009f
+class StopCutter:
+    "Cut streamed text at the first stop string, holding back only what could be the start of one."
+    def __init__(self, stops: list[str]|None): # the stop strings (None: pass everything through)
+        self.stops, self.buf, self.stopped = stops or [], "", False
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+
+    def feed(self, piece: str) -> str:
+        "The text that is safe to pass on after `piece` arrives."
+        if self.stopped: return ""
+        self.buf += piece
+        text, hit = cut_at_stop(self.buf, self.stops)
+        if hit: self.buf, self.stopped = "", True; return text
+        cut = max(len(self.buf) - self.hold, 0)
+        out, self.buf = self.buf[:cut], self.buf[cut:]
+        return out
+
+    def flush(self) -> str:
+        "What was held back, once the stream has ended without a stop."
+        out, self.buf = self.buf, ""
+        return out
 
 # %% ../nbs/06a_llm.ipynb #1c854461
 def stream_chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"}, ...]
@@ -309,26 +363,31 @@ def stream_chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"
     with self._lock:
         inputs = _inputs(self, messages)
         n_in = inputs["input_ids"].shape[1]
+        kw = _fit_context(self, n_in, kw)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         result = {}
         def run():
             try:
                 with torch.inference_mode():
-                    result["out"] = self.model.generate(**inputs, **kw, streamer=streamer, eos_token_id=_eos_ids(self),
+                    result["out"] = self.model.generate(**inputs, **kw, streamer=streamer, tokenizer=self.tokenizer,
+                                                        eos_token_id=_eos_ids(self),
                                                         pad_token_id=self.tokenizer.pad_token_id,
                                                         stopping_criteria=StoppingCriteriaList([_Stop()]))
             except Exception as e:
                 result["error"] = e; streamer.end()
         th = threading.Thread(target=run, daemon=True, name="voice_agent-generate"); th.start()
+        cut = StopCutter(kw.get("stop_strings"))
         try:
             for piece in streamer:
-                if piece: yield piece
+                if text := cut.feed(piece): yield text
+                if cut.stopped: break
+            if text := cut.flush(): yield text
         finally:
             stop.set(); th.join()
     if "error" in result: raise result["error"]
     new = result["out"][0, n_in:]
     if usage is not None:
         usage.update(prompt_tokens=int(n_in), completion_tokens=int(len(new)),
-                     finish_reason="stop" if len(new) and int(new[-1]) in _eos_ids(self) else "length")
+                     finish_reason="stop" if cut.stopped or (len(new) and int(new[-1]) in _eos_ids(self)) else "length")
 
 OpenSourceLLM.stream_chat = stream_chat

@@ -7,27 +7,24 @@ from __future__ import annotations
 import math, time, uuid
 from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from .llm import build_messages  # one definition, shared with the in-process API
+from .llm import MAX_NEW_TOKENS_LIMIT, build_messages, stop_list  # one definition each, shared with the in-process API
 
 # %% auto #0
-__all__ = ['MAX_NEW_TOKENS_LIMIT', 'MAX_STOP_SEQUENCES', 'Role', 'ModelState', 'SPEECH_FORMATS', 'TRANSCRIPTION_FORMATS',
-           'GenerationOptions', 'ChatMessage', 'GenerateRequest', 'GenerateResponse', 'TranscriptionResponse',
-           'SpeechOptions', 'TTSRequest', 'AttemptInfo', 'ModelHealth', 'HealthResponse', 'StreamOptions',
-           'ChatCompletionRequest', 'Usage', 'AssistantMessage', 'Choice', 'completion_id', 'ChatCompletion', 'Delta',
-           'ChunkChoice', 'ChatCompletionChunk', 'ModelCard', 'ModelList', 'SpeechRequest', 'TranscriptionVerbose',
-           'ErrorDetail', 'ErrorResponse', 'describe_validation_errors']
+__all__ = ['MAX_STOP_SEQUENCES', 'Role', 'ModelState', 'SPEECH_FORMATS', 'TRANSCRIPTION_FORMATS', 'GenerationOptions',
+           'ChatMessage', 'GenerateRequest', 'GenerateResponse', 'TranscriptionResponse', 'SpeechOptions', 'TTSRequest',
+           'AttemptInfo', 'ModelHealth', 'HealthResponse', 'StreamOptions', 'ChatCompletionRequest', 'Usage',
+           'AssistantMessage', 'Choice', 'completion_id', 'ChatCompletion', 'Delta', 'ChunkChoice',
+           'ChatCompletionChunk', 'ModelCard', 'ModelList', 'SpeechRequest', 'TranscriptionVerbose', 'ErrorDetail',
+           'ErrorResponse', 'describe_validation_errors']
 
 # %% ../nbs/07_schemas.ipynb #34e76373
-MAX_NEW_TOKENS_LIMIT = 4096  # the most tokens one request may ask for
 MAX_STOP_SEQUENCES = 4
 
 def _check_stop(v: Any) -> list[str]|None:
-    "`stop` as a list of non-empty strings (at most 4), or None."
-    if v is None: return None
-    v = [v] if isinstance(v, str) else list(v)
-    if len(v) > MAX_STOP_SEQUENCES: raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(v)}")
-    if not all(isinstance(s, str) and s for s in v): raise ValueError("stop sequences must be non-empty strings")
-    return v or None
+    "`stop` as a list of non-empty strings (at most 4), or None; a number or a boolean is refused, not a crash."
+    v = stop_list(v)
+    if v and len(v) > MAX_STOP_SEQUENCES: raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(v)}")
+    return v
 
 class GenerationOptions(BaseModel):
     "Sampling options shared by `/generate` and `/v1/chat/completions`."
