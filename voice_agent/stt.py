@@ -11,7 +11,7 @@ from .audio import load_audio, split_audio
 from .loading import LoadedModel, Strategy, is_ctranslate2_dir
 
 # %% auto #0
-__all__ = ['SAMPLE_RATE', 'WhisperSTT', 'transcribe', 'word_accuracy']
+__all__ = ['SAMPLE_RATE', 'SILENCE_PEAK', 'WhisperSTT', 'is_multilingual', 'check_language', 'transcribe', 'word_accuracy']
 
 # %% ../nbs/06b_stt.ipynb #67f0d581
 SAMPLE_RATE = 16000
@@ -84,16 +84,41 @@ def _pipeline(self: WhisperSTT, x: np.ndarray, language: str|None) -> str:
     return self.backend["pipeline"]({"raw": x, "sampling_rate": SAMPLE_RATE}, **kw)["text"].strip()
 
 def _faster(self: WhisperSTT, x: np.ndarray, language: str|None) -> str:
-    "Transcribe with faster-whisper."
-    segments, _ = self.backend["faster_whisper"].transcribe(x, language=language, beam_size=5)
+    "Transcribe with faster-whisper; its voice activity filter drops the silence and noise Whisper would hallucinate on."
+    segments, _ = self.backend["faster_whisper"].transcribe(x, language=language, beam_size=5, vad_filter=True)
     return " ".join(s.text.strip() for s in segments).strip()
+
+SILENCE_PEAK = 1e-3  # audio whose loudest sample is below this (-60 dBFS) holds no speech: it is not sent to the model
+
+def is_multilingual(self: WhisperSTT) -> bool:
+    "Whether the loaded Whisper knows languages other than English (`*.en` models don't)."
+    b = self.backend
+    if "faster_whisper" in b: return bool(b["faster_whisper"].model.is_multilingual)
+    model = b["model"] if "model" in b else b["pipeline"].model
+    return bool(getattr(model.generation_config, "is_multilingual", True))
+
+def check_language(language: str|None, # a language code such as "en", or None to detect it
+                   multilingual: bool=True, # whether the model knows more than English
+                  ) -> str|None: # the code, lower case
+    "A language Whisper knows, or a `ValueError` that says which it knows."
+    if language is None or not str(language).strip(): return None
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+    code = str(language).strip().lower()
+    if code not in _LANGUAGE_CODES:
+        raise ValueError(f"language {language!r} is not a language Whisper knows: use an ISO 639-1 code such as en, de, fr, es "
+                         f"({len(_LANGUAGE_CODES)} codes)")
+    if not multilingual and code != "en":
+        raise ValueError(f"language {language!r}: this Whisper model is English-only (a .en model); use en, or a multilingual model")
+    return code
 
 def transcribe(self: WhisperSTT, audio, # a path, bytes, file object, or an array (then give `sample_rate`)
                sample_rate: int|None=None, # the rate of an array input
                language: str|None=None, # e.g. "en"; None lets multilingual models detect it
-              ) -> str: # the text
+              ) -> str: # the text ("" for silence)
     "Transcribe speech to text."
+    language = check_language(language, is_multilingual(self))
     x = load_audio(audio, sample_rate, SAMPLE_RATE)
+    if not len(x) or float(np.abs(x).max()) < SILENCE_PEAK: return ""
     run = {"manual": _manual, "pipeline": _pipeline, "faster-whisper": _faster}[self.strategy.name]
     with self._lock: return run(self, x, language)
 
