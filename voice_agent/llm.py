@@ -210,7 +210,7 @@ class OpenSourceLLM(LoadedModel):
         from transformers import AutoTokenizer
         src, extra = self._hf_source()
         self.engine, self.model = "transformers", model.eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=self.settings.trust_remote_code, **extra)
+        self.tokenizer = AutoTokenizer.from_pretrained(src, **self.hub_kwargs(), **extra)
         self.device = str(getattr(model, "device", self.device))
 
     def info(self) -> dict:

@@ -193,11 +193,15 @@ class LoadedModel:
     @property
     def loading_strategy(self) -> str: return self.strategy.label
 
+    def hub_kwargs(self) -> dict:
+        "What every transformers `from_pretrained` call gets: the hub cache voice_agent reports, and the remote-code setting."
+        # the cache: a download by Hub id lands where the next (offline) start looks, not in the library's default
+        return {"cache_dir": str(self.settings.hub_cache), "trust_remote_code": self.settings.trust_remote_code}
+
     def from_pretrained_kwargs(self) -> dict:
-        "The safety settings every `from_pretrained` call gets."
-        s = self.settings
-        kw = {"trust_remote_code": s.trust_remote_code}
-        if not s.allow_pickle: kw["use_safetensors"] = True
+        "`hub_kwargs` plus the weight-safety setting, for loading a model's weights."
+        kw = self.hub_kwargs()
+        if not self.settings.allow_pickle: kw["use_safetensors"] = True
         return kw
 
     def info(self) -> dict:

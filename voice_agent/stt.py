@@ -30,7 +30,7 @@ class WhisperSTT(LoadedModel):
     def load_manual(self):
         "The Whisper model and its processor, by hand."
         from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
-        proc = AutoProcessor.from_pretrained(self.path, trust_remote_code=self.settings.trust_remote_code)
+        proc = AutoProcessor.from_pretrained(self.path, **self.hub_kwargs())
         model = AutoModelForSpeechSeq2Seq.from_pretrained(self.path, dtype=self._dtype(), low_cpu_mem_usage=True,
                                                           **self.from_pretrained_kwargs())
         return {"model": model.to(self.device).eval(), "processor": proc}

@@ -67,7 +67,7 @@ class Dia2TTS(LoadedModel):
         t = model_type(self.path)
         if t is None and not Path(self.path).is_dir():
             from transformers import AutoConfig
-            t = AutoConfig.from_pretrained(self.path).model_type
+            t = AutoConfig.from_pretrained(self.path, **self.hub_kwargs()).model_type
         return None if t in MANUAL_TTS_TYPES else f"manual loading knows {', '.join(MANUAL_TTS_TYPES)}, not {t!r}"
 
     def _pipeline_skip(self) -> str|None:
@@ -101,11 +101,11 @@ class Dia2TTS(LoadedModel):
         kw = self.from_pretrained_kwargs()
         if model_type(self.path) == "dia":
             from transformers import DiaForConditionalGeneration, DiaProcessor
-            proc = DiaProcessor.from_pretrained(self.path, trust_remote_code=kw["trust_remote_code"])
+            proc = DiaProcessor.from_pretrained(self.path, **self.hub_kwargs())
             model = DiaForConditionalGeneration.from_pretrained(self.path, **kw).to(self.device).eval()
             return {"family": "dia", "model": model, "processor": proc, "sample_rate": proc.feature_extractor.sampling_rate}
         from transformers import AutoTokenizer, VitsModel
-        tok = AutoTokenizer.from_pretrained(self.path, trust_remote_code=kw["trust_remote_code"])
+        tok = AutoTokenizer.from_pretrained(self.path, **self.hub_kwargs())
         model = VitsModel.from_pretrained(self.path, **kw).to(self.device).eval()
         return {"family": "vits", "model": model, "tokenizer": tok, "sample_rate": model.config.sampling_rate}
 
