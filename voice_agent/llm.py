@@ -14,9 +14,9 @@ from .loading import LoadedModel, Strategy, one_line
 
 # %% auto #0
 __all__ = ['MAX_NEW_TOKENS_LIMIT', 'GREEDY_BELOW', 'cuda_skip_reason', 'bnb_skip_reason', 'stop_list', 'generation_kwargs',
-           'gguf_file', 'llama_cpp_skip_reason', 'Reply', 'build_messages', 'OpenSourceLLM', 'llama_chat_formatter',
-           'context_size', 'cut_at_stop', 'llama_options', 'with_system_prompt', 'chat', 'generate_reply', 'StopCutter',
-           'stream_chat']
+           'gguf_file', 'llama_cpp_skip_reason', 'NotOnGPU', 'placement', 'placement_text', 'require_gpu_only', 'Reply',
+           'build_messages', 'OpenSourceLLM', 'llama_chat_formatter', 'context_size', 'cut_at_stop', 'llama_options',
+           'with_system_prompt', 'chat', 'generate_reply', 'StopCutter', 'stream_chat']
 
 # %% ../nbs/06a_llm.ipynb #c7b9ccf7
 def cuda_skip_reason(device: str, # the device asked for: "cpu" rules CUDA out
@@ -93,6 +93,40 @@ def llama_cpp_skip_reason(gguf: Path|None, # `gguf_file(path)`
     except Exception as e: return f"llama-cpp-python is not usable ({one_line(e)}): pip install 'voice_agent[local]' or llama-cpp-python"
     return None
 
+# %% ../nbs/06a_llm.ipynb #2439e926
+class NotOnGPU(RuntimeError):
+    "A CUDA strategy's model did not fit on the GPU: accelerate put part of it on the CPU or disk."
+
+def placement(model, # a loaded transformers model
+             ) -> dict[str, int]: # device -> modules there, e.g. {"cuda:0": 30, "cpu": 4, "disk": 2}
+    "Where a model's weights are, from accelerate's `hf_device_map` (or the model's one device)."
+    m = getattr(model, "hf_device_map", None) or {"": str(getattr(model, "device", "cpu"))}
+    out: dict[str, int] = {}
+    for dev in m.values():
+        k = f"cuda:{dev}" if isinstance(dev, int) else str(dev)
+        out[k] = out.get(k, 0) + 1
+    return out
+
+def placement_text(counts: dict[str, int]) -> str:
+    "`cuda:0` for a model in one place; `cuda:0 (30 modules), cpu (4), disk (2)` for a spread one."
+    if len(counts) == 1: return next(iter(counts))
+    parts = sorted(counts.items(), key=lambda kv: (not kv[0].startswith("cuda"), kv[0] != "cpu", kv[0]))
+    return ", ".join(f"{d} ({n} modules)" if j == 0 else f"{d} ({n})" for j, (d, n) in enumerate(parts))
+
+def require_gpu_only(model, # what a CUDA strategy loaded
+                    ): # the model, when all of it is on GPUs; else `NotOnGPU` (the model is freed first)
+    "Refuse a model that accelerate spread to the CPU or disk: that is the `offload` strategy's job, not fp16's."
+    where = placement(model)
+    if off := {d: n for d, n in where.items() if not d.startswith("cuda")}:
+        del model
+        try:
+            import gc, torch
+            gc.collect(); torch.cuda.empty_cache()
+        except Exception: pass
+        raise NotOnGPU("the model does not fit on the GPU: accelerate put " + ", ".join(f"{n} modules on {d}" for d, n in off.items())
+                       + " (the offload strategy runs it that way, slowly)")
+    return model
+
 # %% ../nbs/06a_llm.ipynb #d3bb51fa
 @dataclass
 class Reply:
@@ -141,6 +175,11 @@ class OpenSourceLLM(LoadedModel):
         logger.info(f"Using device_map='auto' with offload_folder={self.settings.offload_folder}")
         return {"device_map": self._device_map(), "offload_folder": str(self.settings.offload_folder), "low_cpu_mem_usage": True}
 
+    def load_offload(self):
+        "fp16 on CUDA with what does not fit offloaded to the CPU and disk by accelerate (slow, but it runs)."
+        import torch
+        return self._from_pretrained(dtype=torch.float16, **self._cuda_kw())
+
     def load_4bit(self):
         "bitsandbytes NF4 4-bit weights, fp16/bf16 compute, double quantization."
         import torch
@@ -148,18 +187,18 @@ class OpenSourceLLM(LoadedModel):
         compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute,
                                bnb_4bit_use_double_quant=True)
-        return self._from_pretrained(quantization_config=q, **self._cuda_kw())
+        return require_gpu_only(self._from_pretrained(quantization_config=q, **self._cuda_kw()))
 
     def load_8bit(self):
         "bitsandbytes LLM.int8() weights."
         from transformers import BitsAndBytesConfig
         q = BitsAndBytesConfig(load_in_8bit=True, llm_int8_enable_fp32_cpu_offload=True)
-        return self._from_pretrained(quantization_config=q, **self._cuda_kw())
+        return require_gpu_only(self._from_pretrained(quantization_config=q, **self._cuda_kw()))
 
     def load_fp16(self):
-        "Half precision on CUDA."
+        "Half precision, all of it on CUDA."
         import torch
-        return self._from_pretrained(dtype=torch.float16, **self._cuda_kw())
+        return require_gpu_only(self._from_pretrained(dtype=torch.float16, **self._cuda_kw()))
 
     def load_cpu(self):
         "Full precision on the CPU."
@@ -178,7 +217,7 @@ class OpenSourceLLM(LoadedModel):
         return model
 
     def strategies(self) -> list[Strategy]:
-        "4-bit -> 8-bit -> fp16 on CUDA -> (llama.cpp, for GGUF models) -> CPU, each skipped with its reason where it does not apply."
+        "4-bit -> 8-bit -> fp16 on CUDA -> fp16 offloaded -> (llama.cpp, for GGUF models) -> CPU, each skipped with its reason where it does not apply."
         s, t, b, d = self.settings, self.hardware["torch"], self.hardware["bitsandbytes"], self.device_setting
         if b.get("installed") and t.get("cuda_available"): logger.info(f"BitsAndBytes native libraries found: {b['libs']}")
         no_bnb = lambda: bnb_skip_reason(d, t, b)
@@ -193,6 +232,9 @@ class OpenSourceLLM(LoadedModel):
             Strategy("fp16", "fp16 on CUDA", self.load_fp16, skip=lambda: cuda_skip_reason(d, t),
                      start_msg=f"Attempting fp16 load on CUDA for {self.model_name}",
                      ok_msg="✓ Loaded model in fp16 on CUDA"),
+            Strategy("offload", "fp16 offloaded to CPU/disk (accelerate)", self.load_offload, skip=lambda: cuda_skip_reason(d, t),
+                     start_msg=f"Attempting fp16 load with CPU/disk offload for {self.model_name}",
+                     ok_msg="✓ Loaded model in fp16, part of it offloaded to CPU/disk"),
         ] + ([Strategy("llama.cpp", "llama.cpp (GGUF)", self.load_llama_cpp, skip=lambda: llama_cpp_skip_reason(g),
                        start_msg=f"Attempting llama.cpp load of {g.name} for {self.model_name}",
                        ok_msg=f"✓ Loaded model with llama.cpp ({g.name})")] if (g := gguf_file(self.path)) else []) + [
@@ -211,11 +253,13 @@ class OpenSourceLLM(LoadedModel):
         src, extra = self._hf_source()
         self.engine, self.model = "transformers", model.eval()
         self.tokenizer = AutoTokenizer.from_pretrained(src, **self.hub_kwargs(), **extra)
-        self.device = str(getattr(model, "device", self.device))
+        self.placement = placement(model)
+        self.device = placement_text(self.placement)
 
     def info(self) -> dict:
-        "As `LoadedModel.info`, plus `engine` and `max_new_tokens`."
-        return {**super().info(), "engine": self.engine, "max_new_tokens": self.settings.max_new_tokens}
+        "As `LoadedModel.info`, plus `engine`, `placement` (modules per device) and `max_new_tokens`."
+        return {**super().info(), "engine": self.engine, "placement": getattr(self, "placement", {self.device: 1}),
+                "max_new_tokens": self.settings.max_new_tokens}
 
 # %% ../nbs/06a_llm.ipynb #1c9686b8
 def llama_chat_formatter(model, # a loaded `llama_cpp.Llama`
