@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['AudioError', 'to_mono', 'resample', 'decode_audio', 'load_audio', 'wav_bytes', 'split_audio', 'split_sentences']
+__all__ = ['RATE_RANGE', 'MAX_CHANNELS', 'AudioError', 'to_mono', 'resample', 'check_audio_size', 'decode_audio', 'load_audio',
+           'wav_bytes', 'split_audio', 'split_sentences']
 
 # %% ../nbs/04_audio.ipynb #67197360
 class AudioError(ValueError):
@@ -36,31 +37,54 @@ def resample(x: np.ndarray, # mono samples
     return resample_poly(x, sr_to//g, sr_from//g).astype(np.float32)
 
 # %% ../nbs/04_audio.ipynb #cfb306b1
+RATE_RANGE = (4000, 192000)  # sample rates accepted in a file: a header claiming 1 Hz would make resampling ask for GBs
+MAX_CHANNELS = 8
+
+def check_audio_size(sr: int, # the sample rate
+                     frames: int, # samples per channel (as the header says, or as decoded)
+                     max_seconds: float|None=None, # the longest audio accepted (None: no limit)
+                    ):
+    "Refuse sample rates outside `RATE_RANGE` and audio longer than `max_seconds`, before anything large is made."
+    lo, hi = RATE_RANGE
+    if not lo <= sr <= hi: raise AudioError(f"the audio's sample rate is {sr} Hz: use {lo} to {hi} Hz (16000 is best for speech)")
+    if max_seconds is not None and frames > max_seconds*sr:
+        raise AudioError(f"the audio is {frames/sr:.1f} s long, over the limit of {max_seconds:g} s (MODEL_SERVER_MAX_AUDIO_SECONDS): "
+                         "send a shorter clip, or split it")
+
 def decode_audio(data: bytes, # the file's bytes: WAV, FLAC, OGG/Vorbis/Opus (and MP3 with libsndfile >= 1.1)
+                 max_seconds: float|None=None, # the longest audio accepted (None: no limit)
                 ) -> tuple[np.ndarray, int]: # samples (n, channels) float32 and the sample rate
-    "Decode an audio file held in memory."
+    "Decode an audio file held in memory, reading its header first: the rate, channels and length are checked before decoding."
     if not data: raise AudioError("the audio is empty (0 bytes)")
     import soundfile as sf
-    try: x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as e:
+    def fail(e):
         why = re.sub(r"^Error opening <[^>]*>: ", "", str(e)).rstrip(".")
-        raise AudioError(f"could not decode the audio ({len(data)} bytes): {why}. "
-                         "Send WAV, FLAC or OGG (e.g. ffmpeg -i in.m4a -ar 16000 out.wav)") from None
+        return AudioError(f"could not decode the audio ({len(data)} bytes): {why}. "
+                          "Send WAV, FLAC or OGG (e.g. ffmpeg -i in.m4a -ar 16000 out.wav)")
+    try: info = sf.info(io.BytesIO(data))
+    except Exception as e: raise fail(e) from None
+    if info.channels > MAX_CHANNELS: raise AudioError(f"the audio has {info.channels} channels: send mono or stereo")
+    check_audio_size(info.samplerate, max(int(info.frames), 0), max_seconds)
+    limit = None if max_seconds is None else int(max_seconds*info.samplerate) + 1  # a header that lies still can't make more
+    try: x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True, frames=-1 if limit is None else limit)
+    except Exception as e: raise fail(e) from None
+    check_audio_size(sr, len(x), max_seconds)
     return x, sr
 
 def load_audio(audio, # a path, bytes, a file-like object, or a numpy array (then give `sample_rate`)
                sample_rate: int|None=None, # the sample rate of an array input
                target_sr: int=16000, # the rate returned
+               max_seconds: float|None=None, # refuse longer audio (the server passes MODEL_SERVER_MAX_AUDIO_SECONDS)
               ) -> np.ndarray: # mono float32 samples at `target_sr`
     "Turn any supported audio input into mono float32 at `target_sr`, or raise `AudioError` saying why not."
     if isinstance(audio, (str, Path)):
         p = Path(audio)
         if not p.is_file(): raise AudioError(f"audio file not found: {p}")
-        x, sr = decode_audio(p.read_bytes())
-    elif isinstance(audio, (bytes, bytearray, memoryview)): x, sr = decode_audio(bytes(audio))
-    elif hasattr(audio, "read"): x, sr = decode_audio(audio.read())
+        x, sr = decode_audio(p.read_bytes(), max_seconds)
+    elif isinstance(audio, (bytes, bytearray, memoryview)): x, sr = decode_audio(bytes(audio), max_seconds)
+    elif hasattr(audio, "read"): x, sr = decode_audio(audio.read(), max_seconds)
     elif isinstance(audio, dict) and {"array", "sampling_rate"} <= set(audio):  # the datasets/pipeline convention
-        return load_audio(audio["array"], audio["sampling_rate"], target_sr)
+        return load_audio(audio["array"], audio["sampling_rate"], target_sr, max_seconds)
     else:
         if hasattr(audio, "detach"): audio = audio.detach().cpu().numpy()  # a torch tensor
         x = np.asarray(audio)
@@ -69,6 +93,7 @@ def load_audio(audio, # a path, bytes, a file-like object, or a numpy array (the
         sr = int(sample_rate)
         if np.issubdtype(x.dtype, np.integer): x = x.astype(np.float32)/np.iinfo(x.dtype).max
     if sr <= 0: raise AudioError(f"invalid sample rate {sr}")
+    if max_seconds is not None: check_audio_size(sr, len(x) if np.ndim(x) == 1 else max(np.shape(x)), max_seconds)
     mono = to_mono(x)
     if mono.size == 0: raise AudioError("the audio holds no samples")
     if not np.isfinite(mono).all(): raise AudioError("the audio holds NaN or infinite samples")

@@ -81,6 +81,7 @@ class Settings:
     max_queue: int = 8                          # MODEL_SERVER_MAX_QUEUE: waiting requests per model before 503
     max_text_chars: int = 4000                  # MODEL_SERVER_MAX_TEXT_CHARS: longest prompt or TTS text
     max_upload_bytes: int = 25_000_000          # MODEL_SERVER_MAX_UPLOAD_BYTES: largest audio upload
+    max_audio_seconds: float = 600.0            # MODEL_SERVER_MAX_AUDIO_SECONDS: longest audio one request may send (read from its header)
     server_url: str = "http://127.0.0.1:8000"   # MODEL_SERVER_URL: where the client finds the server
     client_timeout: float = 120.0               # MODEL_SERVER_TIMEOUT: client timeout in seconds
 
@@ -112,7 +113,8 @@ ENV_VARS = {
     "host": ("MODEL_SERVER_HOST", str), "port": ("MODEL_SERVER_PORT", int), "api_key": ("MODEL_SERVER_API_KEY", str),
     "allow_public": ("MODEL_SERVER_ALLOW_PUBLIC", env_flag), "strict": ("MODEL_SERVER_STRICT", env_flag),
     "max_queue": ("MODEL_SERVER_MAX_QUEUE", int), "max_text_chars": ("MODEL_SERVER_MAX_TEXT_CHARS", int),
-    "max_upload_bytes": ("MODEL_SERVER_MAX_UPLOAD_BYTES", int), "server_url": ("MODEL_SERVER_URL", str),
+    "max_upload_bytes": ("MODEL_SERVER_MAX_UPLOAD_BYTES", int),
+    "max_audio_seconds": ("MODEL_SERVER_MAX_AUDIO_SECONDS", float), "server_url": ("MODEL_SERVER_URL", str),
     "client_timeout": ("MODEL_SERVER_TIMEOUT", float),
 }
 
