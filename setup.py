@@ -19,7 +19,7 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
-local_requirements = shlex.split(cfg.get('local_requirements', ''))
+extras = {k: shlex.split(cfg.get(f'{k}_requirements', '')) for k in ('server', 'widgets', 'local')}
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), cfg['license'])
 
@@ -36,7 +36,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['voice_agent', 'voice_agent.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'local': local_requirements},
+    extras_require={**extras, 'dev': dev_requirements, 'all': sorted({r for v in extras.values() for r in v})},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),

@@ -34,20 +34,27 @@ def test_notebook(nb):
     assert r.returncode == 0, f"{nb.name} failed:\n{r.stderr[-6000:]}"
 
 
-def _tree_hash() -> dict:
+def _tree_hash(root: Path) -> dict:
     "Hash of every file nbdev_export and nbdev_clean may touch."
-    files = [*(ROOT/"nbs").rglob("*.ipynb"), *(ROOT/"voice_agent").rglob("*.py"), ROOT/"README.md"]
-    return {str(p.relative_to(ROOT)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
-            if ".ipynb_checkpoints" not in p.parts}
+    files = [*(root/"nbs").rglob("*.ipynb"), *(root/"voice_agent").rglob("*.py"), root/"README.md"]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+            if ".ipynb_checkpoints" not in p.parts and "__pycache__" not in p.parts}
 
 
-def test_export_and_clean_leave_tree_unchanged():
-    "The committed voice_agent/ is what the notebooks export, and the notebooks are clean."
-    before = _tree_hash()
+def test_export_and_clean_leave_tree_unchanged(tmp_path):
+    """The committed voice_agent/ is what the notebooks export, and the notebooks are clean.
+
+    Checked on a copy: a failing run must not fix the checkout, or the rerun would pass."""
+    import shutil
+    copy = tmp_path/"repo"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".git", "_proc", "_docs", "artifacts", "bench", "tests",
+                                                              "models", "__pycache__", "*.egg-info"))
+    before = _tree_hash(copy)
     for cmd in ("nbdev_export", "nbdev_clean"):
-        r = subprocess.run([str(BIN/cmd)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        r = subprocess.run([str(BIN/cmd)], cwd=copy, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
-    after = _tree_hash()
+    after = _tree_hash(copy)
+    assert before == _tree_hash(ROOT), "the copy differs from the checkout"
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
     assert not changed, f"nbdev_export/nbdev_clean changed {changed}: edit the notebooks, export, clean, commit"
 
@@ -86,3 +93,22 @@ def test_package_imports_without_nbdev():
     cfg = ConfigParser(); cfg.read(ROOT/"settings.ini")
     reqs = cfg["DEFAULT"]["requirements"].lower()
     assert "nbdev" not in reqs and "execnb" not in reqs and "fastcore" in reqs
+
+
+HEAVY = ("torch transformers fastapi uvicorn starlette faster_whisper ctranslate2 bitsandbytes accelerate llama_cpp piper "
+         "onnxruntime scipy soundfile huggingface_hub safetensors tokenizers prometheus_client ipywidgets gguf").split()
+
+
+def test_client_needs_only_the_core_requirements():
+    "`pip install voice_agent` gives the client: it imports with every server, model and widget library unavailable,"
+    " and the core requirements name none of them (they are the [server], [widgets] and [local] extras)."
+    code = ("import sys\nfor m in %r: sys.modules[m] = None\n" % HEAVY
+            + "import voice_agent.model_client as mc, voice_agent.schemas\nprint(mc.ModelClient.__name__)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ModelClient" in r.stdout, r.stderr[-4000:]
+    from configparser import ConfigParser
+    cfg = ConfigParser(); cfg.read(ROOT/"settings.ini")
+    core = cfg["DEFAULT"]["requirements"].lower().split()
+    names = {q.split("[")[0].split(">")[0].split("<")[0].split("=")[0].replace("-", "_") for q in core}
+    assert not names & {*HEAVY, "faster_whisper", "piper_tts"}, names
+    for extra in ("server", "widgets", "local"): assert cfg["DEFAULT"][f"{extra}_requirements"].strip()

