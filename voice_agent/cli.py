@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 from .config import Settings, get_settings, set_settings, logger
-from .offline import (ModelNotAvailable, ensure_model_exists, is_model, is_model_dir, looks_like_repo_id, offline_reasons,
-                                  packaged_model, probe_hub)
+from .offline import (ModelNotAvailable, dependent_models, ensure_model_exists, is_model, is_model_dir, looks_like_repo_id,
+                                  offline_reasons, packaged_model, probe_hub)
 from .loading import one_line
 
 # %% auto #0
@@ -288,12 +288,19 @@ def pull_models(names: list[str], # Hub ids (local folders are skipped)
     from huggingface_hub import snapshot_download
     ignore = SKIP_ALWAYS + ([] if s.allow_pickle else SKIP_PICKLE)
     s.hub_cache.mkdir(parents=True, exist_ok=True)
-    for r in repos:
+    todo, done = list(repos), set()
+    while todo:
+        r = todo.pop(0)
+        if r in done: continue
+        done.add(r)
         say(f"Downloading {r} into {s.hub_cache} ...")
         t = time.perf_counter()
         try: path = snapshot_download(r, cache_dir=str(s.hub_cache), endpoint=s.hf_endpoint, ignore_patterns=ignore)
         except Exception as e: say(f"{r}: download failed: {one_line(e)}"); return 1
         say(f"✓ {r} -> {path} ({time.perf_counter() - t:.0f} s)")
+        for dep in dependent_models(path):  # e.g. Dia's codec: an offline start needs it too
+            if looks_like_repo_id(dep) and not is_model(Path(dep)) and dep not in done:
+                say(f"  {r} names {dep} for a part of it: downloading it too"); todo.append(dep)
     return 0
 
 def pull(models: list[str]|None=None, # Hub ids to download (default: the profile's three models)

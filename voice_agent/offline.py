@@ -4,14 +4,14 @@
 
 # %% ../nbs/01_offline.ipynb #c7bc0ec9
 from __future__ import annotations
-import os, threading
+import json, os, threading
 from pathlib import Path
 from .config import Settings, get_settings, env_flag, logger
 
 # %% auto #0
 __all__ = ['OFFLINE_VARS', 'MODEL_MARKERS', 'MODEL_KINDS', 'offline_reasons', 'is_offline_mode', 'ModelNotAvailable',
            'is_model_file', 'is_model_dir', 'is_model', 'looks_like_repo_id', 'find_in_hf_cache', 'probe_hub',
-           'ensure_model_exists', 'PackageMissing', 'packaged_model']
+           'dependent_models', 'ensure_model_exists', 'PackageMissing', 'packaged_model']
 
 # %% ../nbs/01_offline.ipynb #3ed6ad1d
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_OFFLINE", "HF_FORCE_OFFLINE")
@@ -130,11 +130,41 @@ def _fixes(name: str, s: Settings, offline: list[str]) -> list[str]:
         fixes.append(f"check the path: {name} must be a model file or a folder with {MODEL_KINDS}")
     return fixes
 
+def dependent_models(path: str|Path, # a resolved model folder
+                    ) -> list[str]: # the other models it names, e.g. ["descript/dac_44khz"]
+    "Models a model folder names for its parts: Dia's processor names its audio codec (`audio_tokenizer_name_or_path`)."
+    out = []
+    def walk(o):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                if k.endswith("_name_or_path") and isinstance(v, str) and v.strip(): out.append(v.strip())
+                else: walk(v)
+        elif isinstance(o, list):
+            for x in o: walk(x)
+    for f in ("processor_config.json", "preprocessor_config.json"):
+        try: walk(json.loads((Path(path)/f).read_text()))
+        except (OSError, ValueError): pass
+    return list(dict.fromkeys(out))
+
 def ensure_model_exists(name_or_path: str|Path, # a local folder or model file (.gguf, Piper .onnx), or a Hub id such as `Qwen/Qwen2.5-7B-Instruct`
                         settings: Settings|None=None, # default: `get_settings()`
                        ) -> str: # a folder `from_pretrained` loads offline, or the Hub id when online and it exists
-    "Resolve a model without waiting on the network; raise `ModelNotAvailable` listing every place looked."
+    "Resolve a model, and the models it names for its parts, without waiting on the network; raise `ModelNotAvailable` listing every place looked."
     s = settings or get_settings()
+    path = _resolve(name_or_path, s)
+    if Path(path).is_dir():
+        for dep in dependent_models(path):
+            try: _resolve(dep, s)
+            except ModelNotAvailable as e:
+                err = ModelNotAvailable(str(name_or_path), [(path, f"found, but it needs {dep!r} for a part of it "
+                                                             "(named in its processor config), which is not available")] + e.looked,
+                                        e.offline, e.fixes)
+                logger.error(str(err))
+                raise err from None
+    return path
+
+def _resolve(name_or_path: str|Path, s: Settings) -> str:
+    "Find one model (see `ensure_model_exists`)."
     name, looked = str(name_or_path), []
     local = Path(name).expanduser()
     if is_model(local): return str(local.resolve())
