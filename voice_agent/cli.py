@@ -9,15 +9,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 from .config import Settings, get_settings, set_settings, logger
-from .offline import (ModelNotAvailable, dependent_models, ensure_model_exists, is_model, is_model_dir, looks_like_repo_id,
+from .offline import (ModelNotAvailable, cached_models, dependent_models, ensure_model_exists, is_model, is_model_dir, looks_like_repo_id,
                                   offline_reasons, packaged_model, probe_hub)
 from .loading import one_line
 
 # %% auto #0
 __all__ = ['FLAG_NAMES', 'CHOICES', 'CPU_MODELS', 'CPU_ONLY', 'PROFILES', 'LOCAL_SYSTEM_PROMPT', 'LOCAL_PACKAGES', 'SKIP_ALWAYS',
            'SKIP_PICKLE', 'COMMANDS', 'docments', 'add_arguments', 'parser_for', 'local_models', 'demo_models',
-           'profile_settings', 'serve', 'cached_models', 'resolve_models', 'doctor_report', 'print_doctor', 'doctor',
-           'speech_sample', 'check_models', 'check', 'pull_models', 'pull', 'main']
+           'profile_settings', 'serve', 'resolve_models', 'doctor_report', 'print_doctor', 'doctor', 'speech_sample',
+           'check_models', 'check', 'pull_models', 'pull', 'main']
 
 # %% ../nbs/10_cli.ipynb #44fcb3e2
 def docments(fn: Callable) -> dict[str, str]:
@@ -123,15 +123,6 @@ def serve(profile: str="default", # which models: local (real small models, offl
     exit_now(run_server(s, log_level=log_level))
 
 # %% ../nbs/10_cli.ipynb #35ee316d
-def cached_models(hub_cache: Path) -> list[dict]:
-    "The models in a Hugging Face hub cache, with their size on disk."
-    out = []
-    if not Path(hub_cache).is_dir(): return out
-    for d in sorted(Path(hub_cache).glob("models--*")):
-        size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file() and not f.is_symlink())
-        out.append({"id": d.name[len("models--"):].replace("--", "/"), "gb": round(size/1e9, 3)})
-    return out
-
 def resolve_models(s: Settings) -> dict[str, dict]:
     "Where each configured model resolves (`ensure_model_exists`), or why it doesn't."
     out = {}

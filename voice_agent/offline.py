@@ -10,8 +10,8 @@ from .config import Settings, get_settings, env_flag, logger
 
 # %% auto #0
 __all__ = ['OFFLINE_VARS', 'MODEL_MARKERS', 'MODEL_KINDS', 'offline_reasons', 'is_offline_mode', 'ModelNotAvailable',
-           'is_model_file', 'is_model_dir', 'is_model', 'looks_like_repo_id', 'find_in_hf_cache', 'probe_hub',
-           'dependent_models', 'ensure_model_exists', 'PackageMissing', 'packaged_model']
+           'is_model_file', 'is_model_dir', 'is_model', 'looks_like_repo_id', 'find_in_hf_cache', 'cached_models',
+           'model_folders', 'probe_hub', 'dependent_models', 'ensure_model_exists', 'PackageMissing', 'packaged_model']
 
 # %% ../nbs/01_offline.ipynb #3ed6ad1d
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_OFFLINE", "HF_FORCE_OFFLINE")
@@ -86,6 +86,26 @@ def find_in_hf_cache(repo_id: str, # a Hub id
     try: snap = repo/"snapshots"/(repo/"refs"/"main").read_text().strip()
     except OSError: return None
     return snap if is_model_dir(snap) else None
+
+# %% ../nbs/01_offline.ipynb #104fb410
+def cached_models(hub_cache: str|Path, # the hub cache folder (`Settings.hub_cache`)
+                 ) -> list[dict]: # `{"id": "org/name", "gb": size on disk}` per cached model
+    "The models a Hugging Face hub cache holds, with their size (for `voice-agent doctor` and the diagnostics panel)."
+    out, p = [], Path(hub_cache)
+    for d in sorted(p.glob("models--*")) if p.is_dir() else []:
+        if not (d/"snapshots").is_dir(): continue
+        size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file() and not f.is_symlink())
+        out.append({"id": d.name[len("models--"):].replace("--", "/"), "gb": round(size/1e9, 3)})
+    return out
+
+def model_folders(folder: str|Path, # LOCAL_MODELS_DIR
+                 ) -> list[str]: # the models in it: `name` or `org/name`
+    "The models under `LOCAL_MODELS_DIR`, as `ensure_model_exists` finds them there."
+    p, out = Path(folder), []
+    for d in sorted(x for x in p.iterdir()) if p.is_dir() else []:
+        if is_model(d): out.append(d.name)
+        elif d.is_dir(): out += [f"{d.name}/{e.name}" for e in sorted(d.iterdir()) if is_model(e)]
+    return out
 
 # %% ../nbs/01_offline.ipynb #f4607044
 def probe_hub(repo_id: str, # a Hub id

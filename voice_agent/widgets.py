@@ -11,16 +11,16 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 import ipywidgets as W
 from .config import Settings, ENV_VARS, get_settings, logger
-from .offline import offline_reasons, is_model_dir
+from .offline import cached_models, model_folders, offline_reasons
 from .audio import AudioError, decode_audio, wav_bytes
 from .model_client import ModelClient, ModelServerError
 
 # %% auto #0
 __all__ = ['LEVELS', 'STATE_LEVEL', 'LABELS', 'LOADERS', 'SECTION', 'AUDIO_ACCEPT', 'STAGES', 'DEFAULT_SYSTEM_PROMPT', 'esc',
-           'badge', 'html_table', 'error_box', 'error_text', 'setting_rows', 'cached_models', 'local_models',
-           'cache_rows', 'model_health', 'render_model', 'render_models', 'render_hardware', 'LocalBackend',
-           'is_loopback_url', 'ServerBackend', 'as_backend', 'load_models', 'DiagnosticsPanel', 'render_stages',
-           'turn_messages', 'render_turn', 'VoicePanel']
+           'badge', 'html_table', 'error_box', 'error_text', 'setting_rows', 'cache_rows', 'model_health',
+           'render_model', 'render_models', 'render_hardware', 'LocalBackend', 'is_loopback_url', 'ServerBackend',
+           'as_backend', 'load_models', 'DiagnosticsPanel', 'render_stages', 'turn_messages', 'render_turn',
+           'VoicePanel']
 
 # %% ../nbs/11_widgets.ipynb #75b784ea
 LEVELS = {"ok": ("✓", "#1a7f37"), "info": ("ℹ", "#0969da"), "warning": ("⚠", "#9a6700"), "error": ("✗", "#cf222e")}
@@ -88,24 +88,6 @@ def setting_rows(settings: Settings|None=None, # default: `get_settings()`
     return rows
 
 # %% ../nbs/11_widgets.ipynb #f270ab6a
-def cached_models(hub_cache: str|Path, # the hub cache folder (`Settings.hub_cache`)
-                 ) -> list[str]: # Hub ids with a snapshot there, e.g. `['Qwen/Qwen2.5-7B-Instruct']`
-    "The models the Hugging Face cache holds."
-    p = Path(hub_cache)
-    if not p.is_dir(): return []
-    return sorted(d.name[len("models--"):].replace("--", "/") for d in p.glob("models--*") if (d/"snapshots").is_dir())
-
-def local_models(folder: str|Path, # LOCAL_MODELS_DIR
-                ) -> list[str]: # model folders in it: `name` or `org/name`
-    "The model folders under `LOCAL_MODELS_DIR`."
-    p = Path(folder)
-    if not p.is_dir(): return []
-    out = []
-    for d in sorted(x for x in p.iterdir() if x.is_dir()):
-        if is_model_dir(d): out.append(d.name)
-        else: out += [f"{d.name}/{e.name}" for e in sorted(d.iterdir()) if is_model_dir(e)]
-    return out
-
 def _folder_state(p: Path) -> tuple[str, str]:
     "Whether a folder exists and is writable, and how serious that is."
     if not p.exists(): return "does not exist yet", "info"
@@ -120,11 +102,11 @@ def cache_rows(settings: Settings|None=None, # default: `get_settings()`
     def listed(names): return f"{len(names)}: " + ", ".join(names[:6]) + (" …" if len(names) > 6 else "")
     st, lv = _folder_state(Path(s.hf_home))
     rows = [dict(what="HF_HOME", path=str(s.hf_home), state=f"{st} ({s.hf_home_source})", level=lv)]
-    hub = cached_models(s.hub_cache)
+    hub = [m["id"] for m in cached_models(s.hub_cache)]
     rows.append(dict(what="Hub cache (models)", path=str(s.hub_cache), state=listed(hub) if hub else
                      ("empty" if Path(s.hub_cache).is_dir() else "does not exist yet: downloads go here"),
                      level="ok" if hub else "info"))
-    loc = local_models(s.local_models_dir)
+    loc = model_folders(s.local_models_dir)
     rows.append(dict(what="LOCAL_MODELS_DIR", path=str(s.local_models_dir), state=listed(loc) if loc else
                      ("no model folders" if Path(s.local_models_dir).is_dir() else "does not exist"), level="ok" if loc else "info"))
     st, lv = _folder_state(Path(s.offload_folder))
