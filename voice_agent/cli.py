@@ -87,8 +87,9 @@ def profile_settings(profile: str, # local, default, cpu or tiny (demo: the old 
     if profile == "cpu": return replace(s, **CPU_MODELS, **CPU_ONLY)
     if profile == "local":
         m = local_models()
+        # greedy Whisper: ~0.4 s less per spoken turn on 2 cores, 94% against 97% of Piper's words heard (bench 9)
         return replace(s, llm_model=m["llm"], stt_model=m["stt"], tts_model=m["tts"], **CPU_ONLY,
-                       system_prompt=s.system_prompt or LOCAL_SYSTEM_PROMPT)
+                       system_prompt=s.system_prompt or LOCAL_SYSTEM_PROMPT, stt_beam_size=s.stt_beam_size or 1)
     if profile in ("tiny", "demo"):
         m = demo_models(s)
         return replace(s, llm_model=m["llm"], stt_model=m["stt"], tts_model=m["tts"], **CPU_ONLY)

@@ -69,19 +69,21 @@ class Settings:
     voice_aliases: str = ""                     # MODEL_SERVER_VOICE_ALIASES: `alloy=en_US-joe-medium,nova=...`; OpenAI's names not listed speak with the default voice
     llm_device: str = "auto"                    # MODEL_SERVER_LLM_DEVICE: auto, cuda, cuda:N or cpu
     stt_device: str = "auto"                    # MODEL_SERVER_STT_DEVICE
+    stt_beam_size: int|None = None              # MODEL_SERVER_STT_BEAM_SIZE: Whisper's beam (default 5; the local profile: 1, for latency)
     tts_device: str = "auto"                    # MODEL_SERVER_TTS_DEVICE
     allow_pickle: bool = False                  # MODEL_SERVER_ALLOW_PICKLE: allow `.bin` (pickle) weights
     trust_remote_code: bool = False             # MODEL_SERVER_TRUST_REMOTE_CODE
     hub_probe_timeout: float = 2.0              # MODEL_SERVER_HUB_TIMEOUT: seconds to ask the Hub whether a model exists
     host: str = "127.0.0.1"                     # MODEL_SERVER_HOST
     port: int = 8000                            # MODEL_SERVER_PORT
-    api_key: str|None = None                    # MODEL_SERVER_API_KEY: bearer token required on every route but liveness
+    api_key: str|None = None                    # MODEL_SERVER_API_KEY, or MODEL_SERVER_API_KEY_FILE naming a file that holds it (not in `ps`): bearer token required on every route but liveness; surrounding whitespace is stripped
     allow_public: bool = False                  # MODEL_SERVER_ALLOW_PUBLIC: allow a non-loopback bind without a key
     strict: bool = False                        # MODEL_SERVER_STRICT: exit when a model fails to load
     max_queue: int = 8                          # MODEL_SERVER_MAX_QUEUE: waiting requests per model before 503
     max_text_chars: int = 4000                  # MODEL_SERVER_MAX_TEXT_CHARS: longest prompt or TTS text
     max_upload_bytes: int = 25_000_000          # MODEL_SERVER_MAX_UPLOAD_BYTES: largest audio upload
     max_audio_seconds: float = 600.0            # MODEL_SERVER_MAX_AUDIO_SECONDS: longest audio one request may send (read from its header)
+    body_timeout: float = 60.0                  # MODEL_SERVER_BODY_TIMEOUT: seconds a request body may take to arrive, then 408
     server_url: str = "http://127.0.0.1:8000"   # MODEL_SERVER_URL: where the client finds the server
     client_timeout: float = 120.0               # MODEL_SERVER_TIMEOUT: client timeout in seconds
 
@@ -107,6 +109,7 @@ ENV_VARS = {
     "system_prompt": ("MODEL_SERVER_SYSTEM_PROMPT", str),
     "llm_context": ("MODEL_SERVER_LLM_CONTEXT", int), "voice_aliases": ("MODEL_SERVER_VOICE_ALIASES", str),
     "llm_device": ("MODEL_SERVER_LLM_DEVICE", str), "stt_device": ("MODEL_SERVER_STT_DEVICE", str),
+    "stt_beam_size": ("MODEL_SERVER_STT_BEAM_SIZE", int),
     "tts_device": ("MODEL_SERVER_TTS_DEVICE", str), "allow_pickle": ("MODEL_SERVER_ALLOW_PICKLE", env_flag),
     "trust_remote_code": ("MODEL_SERVER_TRUST_REMOTE_CODE", env_flag),
     "hub_probe_timeout": ("MODEL_SERVER_HUB_TIMEOUT", float),
@@ -114,7 +117,7 @@ ENV_VARS = {
     "allow_public": ("MODEL_SERVER_ALLOW_PUBLIC", env_flag), "strict": ("MODEL_SERVER_STRICT", env_flag),
     "max_queue": ("MODEL_SERVER_MAX_QUEUE", int), "max_text_chars": ("MODEL_SERVER_MAX_TEXT_CHARS", int),
     "max_upload_bytes": ("MODEL_SERVER_MAX_UPLOAD_BYTES", int),
-    "max_audio_seconds": ("MODEL_SERVER_MAX_AUDIO_SECONDS", float), "server_url": ("MODEL_SERVER_URL", str),
+    "max_audio_seconds": ("MODEL_SERVER_MAX_AUDIO_SECONDS", float), "body_timeout": ("MODEL_SERVER_BODY_TIMEOUT", float), "server_url": ("MODEL_SERVER_URL", str),
     "client_timeout": ("MODEL_SERVER_TIMEOUT", float),
 }
 
@@ -143,6 +146,11 @@ def _from_env(cls, environ: Mapping[str, str]|None=None, # the environment (defa
     "Read every setting from `environ`, falling back to the documented defaults."
     env = dict(os.environ if environ is None else environ)
     kw = {f: _parse(var, conv, env[var]) for f, (var, conv) in ENV_VARS.items() if env.get(var, "").strip()}
+    if key_file := env.get("MODEL_SERVER_API_KEY_FILE", "").strip():
+        if "api_key" in kw: raise ValueError("Set MODEL_SERVER_API_KEY or MODEL_SERVER_API_KEY_FILE, not both")
+        try: kw["api_key"] = Path(key_file).expanduser().read_text()
+        except OSError as e: raise ValueError(f"MODEL_SERVER_API_KEY_FILE={key_file!r} can't be read: {e}") from None
+    if "api_key" in kw: kw["api_key"] = kw["api_key"].strip() or None  # a mounted secret ends with a newline
     kw["hf_home"], kw["hf_home_source"] = resolve_hf_home(env)
     s = cls(**{**kw, **overrides})
     warn_transformers_cache(env, s.hub_cache)

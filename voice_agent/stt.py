@@ -85,7 +85,8 @@ def _pipeline(self: WhisperSTT, x: np.ndarray, language: str|None) -> str:
 
 def _faster(self: WhisperSTT, x: np.ndarray, language: str|None) -> str:
     "Transcribe with faster-whisper; its voice activity filter drops the silence and noise Whisper would hallucinate on."
-    segments, _ = self.backend["faster_whisper"].transcribe(x, language=language, beam_size=5, vad_filter=True)
+    segments, _ = self.backend["faster_whisper"].transcribe(x, language=language, beam_size=self.settings.stt_beam_size or 5,
+                                                            vad_filter=True)
     return " ".join(s.text.strip() for s in segments).strip()
 
 SILENCE_PEAK = 1e-3  # audio whose loudest sample is below this (-60 dBFS) holds no speech: it is not sent to the model
