@@ -67,7 +67,7 @@ def test_health_shows_the_real_models(local):
     m = h["models"]
     assert m["llm"]["loading_strategy"] == "llama.cpp (GGUF)" and m["llm"]["name"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
     assert m["stt"]["loading_strategy"] == "faster-whisper (CTranslate2)"
-    assert m["tts"]["type"] == "piper", m["tts"]
+    assert m["tts"]["type"] == "piper" and m["tts"]["voices"] == ["en_US-joe-medium"], m["tts"]
 
 
 def test_spoken_question_gets_a_spoken_answer(local):

@@ -103,7 +103,7 @@ def _base_settings(**overrides) -> Settings:
 def serve(profile: str="default", # which models: local (real small models, offline), default (the configured ones), cpu, or tiny (random weights, for tests)
           host: str|None=None, # address to bind (default: MODEL_SERVER_HOST, 127.0.0.1)
           port: int|None=None, # port to listen on (default: MODEL_SERVER_PORT, 8000)
-          api_key: str|None=None, # require `Authorization: Bearer <key>` on every route but /health/live (default: MODEL_SERVER_API_KEY)
+          api_key: str|None=None, # require `Authorization: Bearer <key>` on every route but /health/live (default: MODEL_SERVER_API_KEY); visible in `ps`: prefer MODEL_SERVER_API_KEY_FILE, a file holding the key
           allow_public: bool=False, # allow binding a non-loopback address without an API key
           strict: bool=False, # exit non-zero when any model fails to load, instead of serving the others
           log_level: str="info", # how much to log

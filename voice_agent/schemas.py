@@ -164,6 +164,8 @@ class ModelHealth(BaseModel):
     state: ModelState = "pending"
     attempts: list[AttemptInfo] = []
     error: str|None = None
+    voices: list[str]|None = Field(None, description="the TTS model's voices (the `voice` of a speech request)")
+    default_voice: str|None = None
 
 class HealthResponse(BaseModel):
     "Answer of `GET /health`: `ok` when every configured model is ready, `loading` while one still loads, else `degraded`."
