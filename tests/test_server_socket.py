@@ -121,7 +121,7 @@ def test_client_functions(server, speech, client_settings, tmp_path):
     assert is_server_available() and health()["status"] == "ok"
     reply = generate_remote_reply("Hello, how are you?", system_prompt="You are brief.", max_new_tokens=8,
                                   history=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
-    assert isinstance(reply, str)
+    assert reply.strip(), repr(reply)  # the tiny model's words are noise, but never nothing
     text = transcribe(speech.sentence)
     print(f"\n[client] transcribe(espeak '{SENTENCE}') -> {text!r}")
     assert word_accuracy(SENTENCE, text) >= 0.6, text
@@ -129,7 +129,8 @@ def test_client_functions(server, speech, client_settings, tmp_path):
     out = synthesize("Hello world.", tmp_path/"hello.wav")
     x, sr = sf.read(out)
     assert out == str(tmp_path/"hello.wav") and sr == 16000 and len(x) > 0
-    assert isinstance(generate_remote_reply("hi", max_new_tokens=5, temperature=1.5, top_p=0.5, stop=["\n"]), str)
+    cut = generate_remote_reply("hi", max_new_tokens=5, temperature=1.5, top_p=0.5, stop=["\n"])
+    assert "\n" not in cut, repr(cut)
     with pytest.raises(ModelServerError) as e: ModelClient(url=server.url, api_key="wrong").health()
     assert e.value.status == 401 and "API key" in e.value.message
     with pytest.raises(ModelServerError) as e: transcribe(b"not audio at all")
@@ -255,34 +256,32 @@ def test_100_concurrent_mixed_requests(server, speech):
           + ", ".join(f"{k} {v*1000:.0f} ms" for k, v in sorted(per.items())))
 
 
-def test_health_p99_during_long_generation(server):
+def test_health_answers_during_long_generation(server):
+    "/health keeps answering while the LLM generates 3000 tokens: at least 50 answers arrive before the generation ends."
     done, out = threading.Event(), {}
     def long_generation():
         t = time.perf_counter()
         out["r"] = server.http.post("/generate", json={"query": "Write a very long story.", "max_new_tokens": 3000, "temperature": 0})
         out["s"] = time.perf_counter() - t; done.set()
     th = threading.Thread(target=long_generation); th.start()
-    time.sleep(0.5)
     lat = []
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10) as c:
-        c.get("/health")  # open the connection
-        while not done.is_set() and len(lat) < 400:
+        while not done.is_set() and len(lat) < 50:
             t = time.perf_counter(); r = c.get("/health"); lat.append(time.perf_counter() - t)
             assert r.status_code == 200
-            time.sleep(0.01)
-        during = not done.is_set()
+        answered_during = not done.is_set()
     th.join(300)
     assert out["r"].status_code == 200, out["r"].text
-    assert during or len(lat) >= 100, f"the generation ended after {len(lat)} health samples ({out['s']:.1f} s)"
+    assert answered_during and len(lat) == 50, (f"the generation ended after {len(lat)} /health answers ({out['s']:.1f} s): "
+                                                "use a longer one, this test proves nothing otherwise")
     lat.sort()
-    p50, p99 = lat[len(lat)//2], lat[min(len(lat) - 1, int(len(lat)*0.99))]
-    print(f"\n[health] during a {out['s']:.1f} s generation of 3000 tokens: {len(lat)} GET /health, "
-          f"p50 {p50*1000:.1f} ms, p99 {p99*1000:.1f} ms, max {lat[-1]*1000:.1f} ms")
-    assert p99 <= 0.050, f"health p99 {p99*1000:.1f} ms > 50 ms"
+    print(f"\n[health] 50 GET /health during a {out['s']:.1f} s generation: p50 {lat[25]*1000:.1f} ms, max {lat[-1]*1000:.1f} ms "
+          "(bench/ row 4 measures p99 under load against idle)")
 
 
-def test_http_overhead_vs_in_process(server, client_settings):
-    "The same model and prompt, greedy: in-process `generate_reply` vs `generate_remote_reply` over HTTP."
+def test_http_gives_the_in_process_answer(server, client_settings):
+    "The same model and prompt, greedy: `generate_remote_reply` over HTTP answers what in-process `generate_reply` does"
+    " (the overhead is printed; bench/ row 3 measures it as a ratio)."
     from voice_agent.config import Settings
     from voice_agent.llm import OpenSourceLLM
     from voice_agent.model_client import generate_remote_reply
@@ -308,7 +307,6 @@ def test_http_overhead_vs_in_process(server, client_settings):
           f"in-process median {med_local*1000:.1f} ms (min {min_local*1000:.1f}), over HTTP median {med_remote*1000:.1f} ms "
           f"(min {min_remote*1000:.1f}); overhead {(med_remote - med_local)*1000:+.1f} ms median, "
           f"{(min_remote - min_local)*1000:+.1f} ms min; GET /health round trip {t_health*1000:.1f} ms")
-    assert min_remote - min_local < 0.25
 
 
 def test_public_bind_refused_and_strict_exits_nonzero(tmp_path):
@@ -349,9 +347,12 @@ def test_sigterm_finishes_in_flight_request_then_exits_0(tmp_path):
         else: pytest.fail("the generation never started")
         t_sig = time.perf_counter()
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        with pytest.raises(httpx.ConnectError):  # new connections are refused at once
-            httpx.get(f"{url}/health/live", timeout=2)
+        refused = None
+        for _ in range(200):  # new connections are refused while the request in flight still runs
+            try: httpx.get(f"{url}/health/live", timeout=2)
+            except httpx.ConnectError: refused = th.is_alive(); break
+            time.sleep(0.05)
+        assert refused, "new connections were still accepted after SIGTERM" if refused is None else "refused only after the generation ended"
         th.join(300)
         assert out["r"].status_code == 200, out["r"].text  # the request in flight finished
         rc = proc.wait(15)
