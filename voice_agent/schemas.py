@@ -190,7 +190,7 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions|None = None
     n: int|None = Field(None, ge=1, le=1, description="only 1 is supported")
     tools: list|None = None
-    logprobs: bool|None = None
+    logprobs: Literal[False]|None = Field(None, description="not supported: false or absent (the schema says so, for fuzzers and SDKs)")
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -199,7 +199,6 @@ class ChatCompletionRequest(BaseModel):
     @model_validator(mode="after")
     def refuse_unsupported(self):
         if self.tools: raise ValueError("tools (function calling) are not supported by this server")
-        if self.logprobs: raise ValueError("logprobs are not supported by this server")
         return self
 
     def options(self) -> dict:
