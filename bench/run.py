@@ -18,8 +18,11 @@ from common import (BENCH, MODES, WORKER_TIMEOUT, ChildFailed, as_dicts, child_e
 # worker name -> (module, the benchmarks it reports)
 WORKERS = {"offline": ("b1_offline", ["offline"]), "loading": ("b2_loading", ["loading"]),
            "serving": ("b3_serving", ["serving", "concurrency"]), "stt": ("b5_stt", ["stt"]), "turn": ("b6_turn", ["turn"]),
-           "gguf": ("b8_gguf", ["gguf"]), "local": ("b9_local", ["local"])}
+           "stt_peer": ("b7_stt_peer", ["stt_peer"]), "gguf": ("b8_gguf", ["gguf"]), "local": ("b9_local", ["local"])}
 BENCHMARKS = [b for _, bs in WORKERS.values() for b in bs]
+# run only when named in --only (stt_peer installs a peer server in a venv of its own on its first run)
+OPT_IN = {"stt_peer"}
+MIN_TIMEOUT = {"stt_peer": 900}  # seconds: that install, then two servers
 
 
 def worker(a):
@@ -38,7 +41,8 @@ def parse(argv=None):
     m.add_argument("--quick", dest="mode", action="store_const", const="quick", help="small sizes, few repeats (CI; the default)")
     m.add_argument("--full", dest="mode", action="store_const", const="full", help="the ~456 MB model, ~30 s of speech, more repeats")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--only", default="", help=f"comma-separated workers to run, of: {', '.join(WORKERS)} (default: all)")
+    p.add_argument("--only", default="", help=f"comma-separated workers to run, of: {', '.join(WORKERS)} "
+                   f"(default: all but {', '.join(sorted(OPT_IN))})")
     p.add_argument("--out", default=None, help="the JSON file to write (default: bench/results/<mode>-<time>.json, "
                    "copied to bench/results/<mode>.json)")
     p.add_argument("--models-dir", default=None, help="where generated models are built and reused "
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
     logs = out.parent/"logs"/out.stem
     shutil.rmtree(logs, ignore_errors=True); logs.mkdir(parents=True, exist_ok=True)
     if a.models_dir: os.environ["VOICE_AGENT_BENCH_MODELS"] = str(Path(a.models_dir).resolve())
-    only = [w.strip() for w in a.only.split(",") if w.strip()] or list(WORKERS)
+    only = [w.strip() for w in a.only.split(",") if w.strip()] or [w for w in WORKERS if w not in OPT_IN]
     if unknown := [w for w in only if w not in WORKERS]:
         print(f"unknown --only {unknown}: use {', '.join(WORKERS)}", file=sys.stderr); return 2
     say = lambda msg: print(msg, file=sys.stderr, flush=True)
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
         say(f"[{i}/{len(only)}] {name} ...")
         try:
             res = run_child([BENCH/"run.py", "--worker", name, "--" + a.mode, "--device", a.device, "--log", logs/f"{name}.log"],
-                            WORKER_TIMEOUT[a.mode], child_env(), logs/f"{name}.log")
+                            max(WORKER_TIMEOUT[a.mode], MIN_TIMEOUT.get(name, 0)), child_env(), logs/f"{name}.log")
             for b, r in res.items(): results[b] = {**r, "error": None, "seconds": round(time.perf_counter() - t, 1)}
         except (ChildFailed, OSError, ValueError) as e:
             for b in WORKERS[name][1]:
