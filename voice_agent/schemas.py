@@ -83,6 +83,7 @@ def _history(v: Any) -> list|None:
         if isinstance(turn, (list, tuple)):
             if len(turn) != 2: raise ValueError(f"a history pair must be [user, assistant], got {len(turn)} items")
             u, a = turn
+            if not all(x is None or isinstance(x, str) for x in turn): raise ValueError("a history pair holds two strings (either may be null)")
             if u: out.append({"role": "user", "content": u})
             if a: out.append({"role": "assistant", "content": a})
         else: out.append(turn)
@@ -94,7 +95,7 @@ class GenerateRequest(GenerationOptions):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     query: str = Field(min_length=1, description="the user's message")
     system_prompt: str|None = Field(None, description="the system message")
-    history: list[ChatMessage]|None = Field(None, description="earlier turns: messages or [user, assistant] pairs")
+    history: list[ChatMessage|tuple[str|None, str|None]]|None = Field(None, description="earlier turns: messages or [user, assistant] pairs (either may be null)")
     @field_validator("history", mode="before")
     @classmethod
     def expand_pairs(cls, v): return _history(v)

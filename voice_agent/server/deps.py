@@ -19,7 +19,8 @@ from .slots import ModelSlot, ServerState
 
 # %% auto #0
 __all__ = ['Server', 'bearer', 'LLM', 'STT', 'TTS', 'ClientLeft', 'BODY_LIMITS', 'server', 'configured_key', 'is_public_address',
-           'check_access', 'access', 'model', 'client_left', 'bounded_receive', 'LimitedRoute', 'assemble']
+           'check_access', 'access', 'model', 'client_left', 'bounded_receive', 'LimitedRoute', 'open_without_key',
+           'assemble']
 
 # %% ../../nbs/09g_server_deps.ipynb #e1eb8021
 def server(request: Request) -> ServerState:
@@ -148,6 +149,18 @@ class LimitedRoute(APIRoute):
         return guarded
 
 # %% ../../nbs/09g_server_deps.ipynb #5e56943e
+def open_without_key(spec: dict, # an OpenAPI document
+                     keyed: bool, # whether the server checks an API key
+                    ) -> dict: # the document, saying no key is needed when none is checked
+    "A server with no API key asks for none: drop the bearer requirement (and its scheme) that the `Security` dependency declares."
+    if keyed: return spec
+    for ops in spec.get("paths", {}).values():
+        for op in ops.values():
+            if isinstance(op, dict): op.pop("security", None)
+    spec.get("components", {}).get("securitySchemes", {}).pop("APIKey", None)
+    if not spec.get("components", {}).get("securitySchemes", True): spec["components"].pop("securitySchemes")
+    return spec
+
 def assemble(state: ServerState, # the settings, models and metrics the routes serve
              *routers: APIRouter, # the routes
              lifespan=None, # FastAPI's lifespan
@@ -159,6 +172,6 @@ def assemble(state: ServerState, # the settings, models and metrics the routes s
     install_error_handlers(app)
     for r in routers: app.include_router(r)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
-    openapi = app.openapi
-    app.openapi = lambda: drop_validation_422(openapi())
+    openapi, keyed = app.openapi, bool(configured_key(state.settings))
+    app.openapi = lambda: open_without_key(drop_validation_422(openapi()), keyed)
     return app

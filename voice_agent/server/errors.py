@@ -15,7 +15,7 @@ from ..schemas import ErrorResponse, describe_validation_errors
 
 # %% auto #0
 __all__ = ['REFUSAL', 'ERROR_DESCRIPTIONS', 'ApiError', 'error_response', 'ClientGone', 'BodyRefused', 'body_kind',
-           'upload_fields', 'error_responses', 'drop_validation_422', 'install_error_handlers']
+           'upload_fields', 'error_responses', 'drop_validation_422', 'allowed_methods', 'install_error_handlers']
 
 # %% ../../nbs/09a_server_errors.ipynb #173d9e8f
 class ApiError(Exception):
@@ -105,6 +105,14 @@ def _wrong_type(request: Request) -> JSONResponse|None:
                               f"(e.g. curl -F {f}=@speech.wav); got {got}", code="unsupported_media_type")
     return None
 
+def allowed_methods(request: Request) -> list[str]:
+    "Every method some route serves on this request's path (Starlette's 405 names only the last route it tried)."
+    from starlette.routing import Match
+    def serves(method):
+        scope = {**request.scope, "method": method}
+        return any(r.matches(scope)[0] == Match.FULL for r in request.app.router.routes)
+    return [m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if serves(m)]
+
 def install_error_handlers(app: FastAPI):
     "Answer every error in OpenAI's shape."
     @app.exception_handler(ApiError)
@@ -127,7 +135,9 @@ def install_error_handlers(app: FastAPI):
         if e.status_code == 404:
             return error_response(404, f"no route {request.method} {request.url.path}: see /docs for the routes", "not_found_error", "not_found")
         if e.status_code == 405:
-            return error_response(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed", headers=e.headers)
+            allow = allowed_methods(request)
+            return error_response(405, f"{request.method} is not allowed on {request.url.path}: use {', '.join(allow)}",
+                                  code="method_not_allowed", headers={**(e.headers or {}), "Allow": ", ".join(allow)})
         return error_response(e.status_code, str(e.detail), code="http_error", headers=e.headers)
 
     @app.exception_handler(Exception)

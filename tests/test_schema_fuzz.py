@@ -1,0 +1,47 @@
+"""The server does what its `/openapi.json` says. schemathesis generates requests from the schema, valid and
+invalid ones, sends them to a real socket and checks every answer against the schema: status codes, content
+types, bodies, headers, auth, 405s' `Allow`, and that invalid requests are refused. The models are the quick
+fakes: the routes, schemas, limits and errors are what is checked.
+
+One check is left out, `positive_data_acceptance` ("every request the schema allows is accepted"): a request
+can be valid in type and still refused for its meaning, with a 400 that says why and what to send instead:
+a voice the loaded TTS does not have, bytes that do not decode as audio. The schema cannot list the voices of
+a model loaded after it is served, nor say "decodable audio"."""
+import os, socket, subprocess, sys, time
+from pathlib import Path
+import httpx, pytest
+
+SERVE = """
+import sys, uvicorn
+from voice_agent.config import Settings
+from voice_agent.server.app import create_app
+from voice_agent.server.fakes import fakes
+uvicorn.run(create_app(Settings(), fakes()), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
+
+@pytest.fixture(scope="module")
+def base_url():
+    port = _free_port()
+    p = subprocess.Popen([sys.executable, "-c", SERVE, str(port)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health/live").status_code == 200: break
+            except httpx.HTTPError: time.sleep(0.1)
+        yield url
+    finally: p.terminate(); p.wait(10)
+
+def test_server_matches_its_schema(base_url, tmp_path):
+    st = Path(sys.executable).with_name("schemathesis")
+    r = subprocess.run([str(st), "run", base_url + "/openapi.json", "--checks", "all",
+                        "--exclude-checks", "positive_data_acceptance", "--max-examples", "40", "--seed", "20261128",
+                        "--generation-deterministic", "--report-dir", str(tmp_path), "--no-color"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-6000:]
+    assert "Tested: 1" in out or "Tested:" in out, out[-2000:]
