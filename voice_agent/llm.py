@@ -4,8 +4,8 @@
 
 # %% ../nbs/06a_llm.ipynb #77b369c6
 from __future__ import annotations
-import os, threading
-from dataclasses import dataclass
+import json, os, re, threading, uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 from .config import Settings, logger
@@ -13,10 +13,14 @@ from .offline import ensure_model_exists  # re-exported: the seed's model module
 from .loading import LoadedModel, Strategy, one_line
 
 # %% auto #0
-__all__ = ['MAX_NEW_TOKENS_LIMIT', 'GREEDY_BELOW', 'cuda_skip_reason', 'bnb_skip_reason', 'stop_list', 'generation_kwargs',
-           'gguf_file', 'llama_cpp_skip_reason', 'NotOnGPU', 'placement', 'placement_text', 'require_gpu_only', 'Reply',
-           'build_messages', 'OpenSourceLLM', 'llama_chat_formatter', 'context_size', 'cut_at_stop', 'llama_options',
-           'with_system_prompt', 'chat', 'generate_reply', 'StopCutter', 'stream_chat']
+__all__ = ['MAX_NEW_TOKENS_LIMIT', 'GREEDY_BELOW', 'TOOL_OPEN', 'TOOL_CLOSE', 'TOOLS_PROMPT', 'cuda_skip_reason',
+           'bnb_skip_reason', 'stop_list', 'generation_kwargs', 'gguf_file', 'llama_cpp_skip_reason', 'NotOnGPU',
+           'placement', 'placement_text', 'require_gpu_only', 'ToolCall', 'tool_names', 'tool_choice_mode',
+           'schema_error', 'parse_tool_call', 'ToolCallScanner', 'tool_stream', 'split_tool_calls', 'has_tool_turns',
+           'template_tool_messages', 'generic_tool_messages', 'call_schema', 'ToolPlan', 'Reply', 'build_messages',
+           'OpenSourceLLM', 'llama_chat_formatter', 'prompt_text', 'template_traits', 'tool_plan', 'with_calls',
+           'context_size', 'cut_at_stop', 'llama_options', 'with_system_prompt', 'chat', 'generate_reply', 'StopCutter',
+           'stream_chat']
 
 # %% ../nbs/06a_llm.ipynb #c7b9ccf7
 def cuda_skip_reason(device: str, # the device asked for: "cpu" rules CUDA out
@@ -127,6 +131,246 @@ def require_gpu_only(model, # what a CUDA strategy loaded
                        + " (the offload strategy runs it that way, slowly)")
     return model
 
+# %% ../nbs/06a_llm.ipynb #18958f9c
+TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"  # Hermes / Qwen2.5's markup around each call
+
+@dataclass
+class ToolCall:
+    "One function call the model made: `arguments` is its JSON text; `error` says why it can't be passed on (None: valid)."
+    name: str
+    arguments: str
+    error: str|None = None
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+
+def tool_names(tools: list[dict]|None) -> list[str]:
+    "The function names of OpenAI-style tools."
+    return [t["function"]["name"] for t in tools or []]
+
+def tool_choice_mode(tool_choice, # "auto", "none", "required", a function's name, or {"type": "function", "function": {"name": ...}}
+                     tools: list[dict]|None, # the tools, as OpenAI sends them
+                    ) -> tuple[str, str|None]: # ("none"|"auto"|"required"|"named", the function's name for "named")
+    "What `tool_choice` asks for, checked against the tools; anything else is a `ValueError` that says what was wrong."
+    names = tool_names(tools)
+    if isinstance(tool_choice, dict): tool_choice = (tool_choice.get("function") or {}).get("name") or ""
+    if tool_choice in (None, "auto", "none"): return ("none", None) if not names or tool_choice == "none" else ("auto", None)
+    if not names: raise ValueError(f"tool_choice {tool_choice!r} needs tools, and none were given")
+    if tool_choice == "required": return "required", None
+    if tool_choice not in names: raise ValueError(f"tool_choice names {tool_choice!r}, which is not one of the tools ({', '.join(names)})")
+    return "named", tool_choice
+
+# %% ../nbs/06a_llm.ipynb #d9d57212
+_JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+def _is_type(v, t: str) -> bool:
+    if t == "integer": return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer()
+    if t == "number": return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, _JSON_TYPES.get(t, object))
+
+def schema_error(value, # a parsed JSON value
+                 schema: dict|None, # its JSON schema (a function's `parameters`)
+                 where: str="arguments", # the value's place, for the message
+                ) -> str|None: # what is wrong, or None
+    "Check `value` against the JSON-schema keywords function tools use: type, properties, required, additionalProperties, enum, const, items, anyOf/oneOf."
+    if not isinstance(schema, dict) or not schema: return None
+    if alts := schema.get("anyOf") or schema.get("oneOf"):
+        errs = [schema_error(value, s, where) for s in alts]
+        if all(errs): return errs[0]
+    if "const" in schema and value != schema["const"]: return f"{where} must be {json.dumps(schema['const'])}"
+    if "enum" in schema and value not in schema["enum"]:
+        return f"{where} must be one of {', '.join(json.dumps(e) for e in schema['enum'])}, not {json.dumps(value)}"
+    types = schema.get("type")
+    types = [types] if isinstance(types, str) else types or []
+    if types and not any(_is_type(value, t) for t in types):
+        return f"{where} must be {' or '.join(types)}, not {json.dumps(value)}"
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        if missing := [k for k in schema.get("required") or [] if k not in value]: return f"{where}.{missing[0]} is required"
+        if schema.get("additionalProperties") is False and (extra := [k for k in value if k not in props]):
+            return f"{where}.{extra[0]} is not a parameter (there are: {', '.join(props) or 'none'})"
+        for k, v in value.items():
+            if k in props and (e := schema_error(v, props[k], f"{where}.{k}")): return e
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, v in enumerate(value):
+            if e := schema_error(v, schema["items"], f"{where}[{i}]"): return e
+    return None
+
+# %% ../nbs/06a_llm.ipynb #7d7f4078
+def parse_tool_call(body: str, # the JSON between <tool_call> and </tool_call>: {"name": ..., "arguments": {...}}
+                    tools: list[dict], # the request's tools
+                   ) -> ToolCall: # the call, with `error` set when it can't be passed on
+    "A call the model wrote, checked: JSON, a known function, arguments that are an object matching its parameters."
+    text = body.strip()
+    try: obj = json.loads(text)
+    except json.JSONDecodeError as e: return ToolCall(_name_in(text), text, f"the call is not valid JSON ({e.msg} at character {e.pos})")
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        return ToolCall("", text, 'the call is not a JSON object with a "name" and "arguments"')
+    name, args = obj["name"], obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):  # some models write the arguments as a JSON string, as OpenAI sends them
+        try: args = json.loads(args)
+        except json.JSONDecodeError as e: return ToolCall(name, args, f"the arguments are not valid JSON ({e.msg})")
+    args_text = json.dumps(args, ensure_ascii=False)
+    funcs = {t["function"]["name"]: t["function"] for t in tools}
+    if name not in funcs: return ToolCall(name, args_text, f"there is no function {name!r} (the tools are: {', '.join(funcs)})")
+    if not isinstance(args, dict): return ToolCall(name, args_text, "the arguments are not a JSON object")
+    return ToolCall(name, args_text, schema_error(args, funcs[name].get("parameters")))
+
+def _name_in(text: str) -> str:
+    "The function name in a call that is not valid JSON, where one can be read."
+    m = re.search(r'"name"\s*:\s*"([^"]*)"', text)
+    return m.group(1) if m else ""
+
+def _held(buf: str, tag: str) -> int:
+    "How many characters at the end of `buf` could be the start of `tag`."
+    return next((n for n in range(min(len(tag) - 1, len(buf)), 0, -1) if tag.startswith(buf[-n:])), 0)
+
+class ToolCallScanner:
+    "Split streamed model text into text and `ToolCall`s: `<tool_call>{...}</tool_call>` blocks, or a reply that is one bare JSON call."
+    def __init__(self, tools: list[dict]): # the request's tools
+        self.tools, self.buf, self.pending, self.inside, self.start, self.bare = tools, "", "", False, True, False
+
+    def _text(self, s: str) -> list:
+        "Pass text on, but hold whitespace until something else follows (no blank content between calls)."
+        s, self.pending = self.pending + s, ""
+        if s.strip(): return [s]
+        self.pending = s
+        return []
+
+    def feed(self, piece: str) -> list:
+        "The text pieces and finished `ToolCall`s that `piece` completes, in order."
+        out, self.buf = [], self.buf + piece
+        if self.start:  # a reply that begins with "{" may be a bare JSON call: hold it to the end
+            lead = self.buf.lstrip()
+            if not lead: return out
+            self.start = False
+            if lead[0] == "{": self.bare = True
+        if self.bare: return out
+        while True:
+            if self.inside:
+                j = self.buf.find(TOOL_CLOSE)
+                if j < 0: return out
+                out.append(parse_tool_call(self.buf[:j], self.tools))
+                self.buf, self.inside = self.buf[j + len(TOOL_CLOSE):], False
+                continue
+            i = self.buf.find(TOOL_OPEN)
+            if i >= 0:
+                out += self._text(self.buf[:i]); self.pending = ""
+                self.buf, self.inside = self.buf[i + len(TOOL_OPEN):], True
+                continue
+            keep = _held(self.buf, TOOL_OPEN)
+            out += self._text(self.buf[:len(self.buf) - keep]); self.buf = self.buf[len(self.buf) - keep:]
+            return out
+
+    def flush(self) -> list:
+        "What is left once the reply has ended: an unclosed call (a forced one ends without its closing tag), or text."
+        buf, self.buf = self.buf, ""
+        if self.inside: self.inside = False; return [parse_tool_call(buf, self.tools)]
+        if self.bare:
+            self.bare = False
+            try: obj = json.loads(buf)
+            except json.JSONDecodeError: obj = None
+            if isinstance(obj, dict) and "name" in obj and ("arguments" in obj or "parameters" in obj): return [parse_tool_call(buf, self.tools)]
+        return self._text(buf) if buf.strip() else []
+
+def tool_stream(pieces, # text pieces from the model
+                tools: list[dict], # the request's tools
+                prefix: str="", # the forced start of the reply (part of the prompt, not generated)
+                parallel: bool=True, # False: pass on the first valid call only (`parallel_tool_calls`)
+               ): # text pieces and `ToolCall`s, each call once it is whole (and checked)
+    "Streamed text with the tool calls taken out."
+    sc, valid = ToolCallScanner(tools), 0
+    def emit(parts):
+        nonlocal valid
+        for p in parts:
+            if isinstance(p, ToolCall) and not p.error:
+                valid += 1
+                if valid > 1 and not parallel:
+                    logger.warning(f"parallel_tool_calls is false: dropped the model's further call of {p.name}"); continue
+            yield p
+    yield from emit(sc.feed(prefix))
+    for piece in pieces: yield from emit(sc.feed(piece))
+    yield from emit(sc.flush())
+
+def split_tool_calls(text: str, # a whole reply
+                     tools: list[dict], # the request's tools
+                     prefix: str="", # the forced start of the reply
+                     parallel: bool=True, # False: keep the first valid call only
+                    ) -> tuple[str, list[ToolCall]]: # the text outside the calls (stripped), and the calls
+    "A whole reply's text and calls."
+    parts = list(tool_stream([text], tools, prefix, parallel))
+    return "".join(p for p in parts if isinstance(p, str)).strip(), [p for p in parts if isinstance(p, ToolCall)]
+
+# %% ../nbs/06a_llm.ipynb #6165d83b
+TOOLS_PROMPT = ("# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function "
+                "signatures within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n\nFor each function call, return a json "
+                "object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+                '{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>')  # Qwen2.5's own words
+
+def _arguments(a):
+    "Arguments as a chat template renders them: a JSON object (OpenAI sends a string of JSON)."
+    if not isinstance(a, str): return a
+    try: return json.loads(a)
+    except json.JSONDecodeError: return a
+
+def has_tool_turns(messages: list[dict]) -> bool:
+    "Whether a conversation holds tool calls or tool results."
+    return any(m.get("role") == "tool" or m.get("tool_calls") for m in messages)
+
+def template_tool_messages(messages: list[dict]) -> list[dict]:
+    "Messages for a chat template that renders tools (transformers' convention): arguments as objects, no empty fields."
+    out = []
+    for m in messages:
+        m = {k: v for k, v in m.items() if v is not None}
+        if m.get("tool_calls"):
+            m["tool_calls"] = [{**c, "function": {**c["function"], "arguments": _arguments(c["function"].get("arguments"))}}
+                               for c in m["tool_calls"]]
+        out.append({**m, "content": m.get("content") or ""})
+    return out
+
+def generic_tool_messages(messages: list[dict], # the conversation, OpenAI-style
+                          tools: list[dict]|None, # the tools to describe (None: none)
+                          parallel: bool=True, # False: ask for one call at most
+                          tool_role: bool=True, # whether the template renders a `tool` turn (ChatML ones do); else results are user turns
+                         ) -> list[dict]: # plain {role, content} messages the chat template renders
+    "The conversation for a template that ignores tools, in Qwen2.5's Hermes format: tools in the system message, calls as text."
+    out = []
+    for m in messages:
+        role, content = m["role"], m.get("content") or ""
+        if role == "assistant" and m.get("tool_calls"):
+            calls = [TOOL_OPEN + "\n" + json.dumps({"name": c["function"]["name"], "arguments": _arguments(c["function"].get("arguments"))},
+                                                   ensure_ascii=False) + "\n" + TOOL_CLOSE for c in m["tool_calls"]]
+            content = "\n".join(([content] if content else []) + calls)
+        if role == "tool" and tool_role: out.append({"role": "tool", "content": content}); continue
+        if role == "tool":
+            content = f"<tool_response>\n{content}\n</tool_response>"
+            if out and out[-1].get("_tool"): out[-1]["content"] += "\n" + content; continue  # results of one turn: one user message
+            out.append({"role": "user", "content": content, "_tool": True}); continue
+        out.append({"role": role, "content": content})
+    out = [{"role": m["role"], "content": m["content"]} for m in out]
+    if tools:
+        desc = TOOLS_PROMPT.format(tools="\n".join(json.dumps(t, ensure_ascii=False) for t in tools))
+        if not parallel: desc += "\nCall one function at most."
+        if out and out[0]["role"] == "system": out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + desc}
+        else: out.insert(0, {"role": "system", "content": desc})
+    return out
+
+def call_schema(tools: list[dict]) -> dict:
+    "The JSON schema of one call of any of `tools`: `{\"name\": <one of them>, \"arguments\": <its parameters>}` (for a grammar)."
+    one = lambda f: {"type": "object", "properties": {"name": {"const": f["name"]}, "arguments": f.get("parameters") or {"type": "object"}},
+                     "required": ["name", "arguments"], "additionalProperties": False}
+    alts = [one(t["function"]) for t in tools]
+    return alts[0] if len(alts) == 1 else {"anyOf": alts}
+
+@dataclass
+class ToolPlan:
+    "How one request's tools reach the model and come back: the messages and tools to render, a forced start, a grammar."
+    messages: list[dict]        # the conversation to render
+    tools: list[dict]|None      # tools for the chat template (None: described in `messages`, or not shown)
+    tools_in: list[dict]        # the request's tools (to check calls against)
+    parse: bool                 # whether to take calls out of the reply (not for tool_choice "none")
+    parallel: bool = True       # parallel_tool_calls
+    prefix: str = ""            # the start of the reply, forced by putting it at the end of the prompt
+    grammar: dict|None = None   # a JSON schema the rest of the reply must follow (llama.cpp)
+
 # %% ../nbs/06a_llm.ipynb #d3bb51fa
 @dataclass
 class Reply:
@@ -134,7 +378,8 @@ class Reply:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (end of turn) or "length" (max_new_tokens reached)
+    finish_reason: str  # "stop" (end of turn), "length" (max_new_tokens reached) or "tool_calls"
+    tool_calls: list[ToolCall] = field(default_factory=list)  # the calls taken out of the text (with tools)
 
 def build_messages(query: str, # the user's turn
                    system_prompt: str|None=None, # optional system message
@@ -271,10 +516,63 @@ def llama_chat_formatter(model, # a loaded `llama_cpp.Llama`
     text = lambda i: model.detokenize([i], special=True).decode("utf-8", "replace") if i >= 0 else ""
     return Jinja2ChatFormatter(tmpl, eos_token=text(model.token_eos()), bos_token=text(model.token_bos()))
 
+# %% ../nbs/06a_llm.ipynb #48d1b8ab
+def prompt_text(self: OpenSourceLLM, messages: list[dict], # the conversation
+                tools: list[dict]|None=None, # tools for the template to render
+               ) -> str: # the prompt, ending with the assistant's turn opened
+    "The model's own chat template applied to `messages` (and `tools`)."
+    if self.engine == "llama.cpp": return self.chat_formatter(messages=messages, tools=tools).prompt
+    return self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False)
+
+def template_traits(self: OpenSourceLLM) -> dict:
+    "What the model's chat template renders: `tools` (Qwen2.5's does; SmolLM2's ignores them: then the generic format) and a `tool` turn."
+    if getattr(self, "_template_traits", None) is None:
+        probe = [{"type": "function", "function": {"name": "voice_agent_probe", "parameters": {"type": "object", "properties": {}}}}]
+        def renders(messages, tools, mark):
+            try: return mark in prompt_text(self, messages, tools)
+            except Exception as e:  # a template that refuses (e.g. roles must alternate user/assistant)
+                logger.info(f"the chat template of {self.model_name} refuses {mark}: {one_line(e)}"); return False
+        self._template_traits = {"tools": renders([{"role": "user", "content": "hi"}], probe, "voice_agent_probe"),
+                                 "tool_role": renders([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"},
+                                                       {"role": "tool", "content": "voice_agent_result"}], None, "voice_agent_result")}
+    return self._template_traits
+
+def tool_plan(self: OpenSourceLLM, messages: list[dict], # the conversation (OpenAI-style: tool_calls, role "tool")
+              tools: list[dict]|None=None, # OpenAI-style function tools
+              tool_choice=None, # "auto" (default with tools), "none", "required", or a named function
+              parallel_tool_calls: bool=True, # False: one call at most
+             ) -> ToolPlan|None: # None for a request without tools or tool turns (the plain path, unchanged)
+    "How this model serves a request's tools: its template or the generic format; `required`/named forced by a grammar or a prefix."
+    mode, name = tool_choice_mode(tool_choice, tools)
+    if not tools and not has_tool_turns(messages): return None
+    tools = list(tools or [])
+    shown = tools if mode != "none" else None
+    traits = template_traits(self)
+    native = traits["tools"]
+    msgs = template_tool_messages(messages) if native else generic_tool_messages(messages, shown, parallel_tool_calls, traits["tool_role"])
+    plan = ToolPlan(msgs, shown if native else None, tools, mode != "none", parallel_tool_calls)
+    if mode in ("required", "named"):
+        forced = [t for t in tools if mode == "required" or t["function"]["name"] == name]
+        plan.prefix = TOOL_OPEN + "\n"
+        if self.engine == "llama.cpp": plan.grammar = call_schema(forced)  # the call is then valid by construction
+        else: plan.prefix += '{"name": ' + (json.dumps(name) + ', "arguments": ' if mode == "named" else '"')
+    return plan
+
+def with_calls(reply: Reply, # a finished reply (its text as generated)
+               plan: ToolPlan|None, # the request's tool plan
+              ) -> Reply: # the reply with its calls taken out of the text; finish_reason "tool_calls" when one is valid
+    "Take the tool calls out of a whole reply."
+    if plan is None or not plan.parse: return reply
+    reply.text, reply.tool_calls = split_tool_calls(reply.text, plan.tools_in, plan.prefix, plan.parallel)
+    if any(not c.error for c in reply.tool_calls): reply.finish_reason = "tool_calls"
+    return reply
+
 # %% ../nbs/06a_llm.ipynb #128ab0ae
-def _inputs(self: OpenSourceLLM, messages: list[dict]):
-    "Token ids of the chat prompt, on the model's device."
-    ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+def _inputs(self: OpenSourceLLM, messages: list[dict], plan: ToolPlan|None=None):
+    "Token ids of the chat prompt (with the plan's tools and forced start), on the model's device."
+    if plan is None:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    else: ids = self.tokenizer(prompt_text(self, messages, plan.tools) + plan.prefix, return_tensors="pt", add_special_tokens=False)
     return {k: v.to(self.model.device) for k, v in ids.items()}
 
 def context_size(self: OpenSourceLLM) -> int|None:
@@ -318,16 +616,17 @@ def with_system_prompt(messages: list[dict], # the chat so far
     if not system_prompt or any(m.get("role") == "system" for m in messages): return messages
     return [{"role": "system", "content": system_prompt}] + list(messages)
 
-def _llama_generate(self: OpenSourceLLM, messages: list[dict], kw: dict, usage: dict) -> Iterator[str]:
+def _llama_generate(self: OpenSourceLLM, messages: list[dict], kw: dict, usage: dict, plan: ToolPlan|None=None) -> Iterator[str]:
     "Stream text pieces from llama.cpp (the caller holds the lock); fills `usage` as it goes."
-    f = self.chat_formatter(messages=messages)
-    prompt = self.model.tokenize(f.prompt.encode("utf-8"), add_bos=not f.added_special, special=True)
+    f = self.chat_formatter(messages=messages, tools=plan.tools if plan else None)
+    prompt = self.model.tokenize((f.prompt + (plan.prefix if plan else "")).encode("utf-8"), add_bos=not f.added_special, special=True)
     usage.update(prompt_tokens=len(prompt), completion_tokens=0, finish_reason="length")
     opts = llama_options(_fit_context(self, len(prompt), kw))
     def count(ids, logits):  # called once per sampled token (the end-of-turn token too), before it is evaluated
         usage["completion_tokens"] = len(ids) - len(prompt) + 1; return False
-    from llama_cpp import StoppingCriteriaList
+    from llama_cpp import LlamaGrammar, StoppingCriteriaList
     opts["stop"] = f.stop + opts["stop"]  # the template's end of turn, and the caller's stop strings (llama.cpp cuts them)
+    if plan and plan.grammar: opts["grammar"] = LlamaGrammar.from_json_schema(json.dumps(plan.grammar), verbose=False)
     it = self.model.create_completion(prompt, stream=True, stopping_criteria=StoppingCriteriaList([count]), **opts)
     try:
         for chunk in it:
@@ -336,17 +635,22 @@ def _llama_generate(self: OpenSourceLLM, messages: list[dict], kw: dict, usage: 
             if c.get("finish_reason"): usage["finish_reason"] = c["finish_reason"]
     finally: it.close()
 
-def chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"}, ...]
-         **opts) -> Reply: # the reply and token counts
-    "Generate one whole reply to chat `messages` (options: max_new_tokens, temperature, top_p)."
+def chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"}, ...] (OpenAI-style tool turns too)
+         tools: list[dict]|None=None, # OpenAI-style function tools
+         tool_choice=None, # "auto" (the default with tools), "none", "required", or {"type": "function", "function": {"name": ...}}
+         parallel_tool_calls: bool=True, # False: one call at most
+         **opts) -> Reply: # the reply and token counts (and its `tool_calls`)
+    "Generate one whole reply to chat `messages` (options: max_new_tokens, temperature, top_p, stop)."
     kw, messages = generation_kwargs(self.settings, **opts), with_system_prompt(messages, self.settings.system_prompt)
+    plan = tool_plan(self, messages, tools, tool_choice, parallel_tool_calls)
+    if plan: messages = plan.messages
     if self.engine == "llama.cpp":
         usage = {}
-        with self._lock: text = "".join(_llama_generate(self, messages, kw, usage))
-        return Reply(text.strip(), usage["prompt_tokens"], usage["completion_tokens"], usage["finish_reason"])
+        with self._lock: text = "".join(_llama_generate(self, messages, kw, usage, plan))
+        return with_calls(Reply(text.strip(), usage["prompt_tokens"], usage["completion_tokens"], usage["finish_reason"]), plan)
     import torch
     with self._lock, torch.inference_mode():
-        inputs = _inputs(self, messages)
+        inputs = _inputs(self, messages, plan)
         n_in = inputs["input_ids"].shape[1]
         kw = _fit_context(self, n_in, kw)
         out = self.model.generate(**inputs, **kw, tokenizer=self.tokenizer, eos_token_id=_eos_ids(self),
@@ -354,7 +658,7 @@ def chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"}, ...]
     new = out[0, n_in:]
     finish = "stop" if len(new) and int(new[-1]) in _eos_ids(self) else "length"
     text, cut = cut_at_stop(self.tokenizer.decode(new, skip_special_tokens=True), kw.get("stop_strings"))
-    return Reply(text.strip(), n_in, int(len(new)), "stop" if cut else finish)
+    return with_calls(Reply(text.strip(), n_in, int(len(new)), "stop" if cut else finish), plan)
 
 def generate_reply(self: OpenSourceLLM, query: str, # the user's turn
                    system_prompt: str|None=None, # optional system message
@@ -389,14 +693,11 @@ class StopCutter:
         return out
 
 # %% ../nbs/06a_llm.ipynb #1c854461
-def stream_chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"}, ...]
-                usage: dict|None=None, # filled at the end: prompt_tokens, completion_tokens, finish_reason
-                **opts) -> Iterator[str]: # text pieces as they are generated
-    "Yield the reply in pieces as it is generated; closing the generator stops the generation."
-    kw, messages = generation_kwargs(self.settings, **opts), with_system_prompt(messages, self.settings.system_prompt)
+def _stream_text(self: OpenSourceLLM, messages: list[dict], kw: dict, usage: dict|None, plan: ToolPlan|None=None) -> Iterator[str]:
+    "The reply's text pieces as generated (the plan's prompt, not yet split into calls); fills `usage` at the end."
     if self.engine == "llama.cpp":
         u = {}
-        with self._lock: yield from _llama_generate(self, messages, kw, u)
+        with self._lock: yield from _llama_generate(self, messages, kw, u, plan)
         if usage is not None: usage.update(u)
         return
     import torch
@@ -405,7 +706,7 @@ def stream_chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"
     class _Stop(StoppingCriteria):
         def __call__(self, input_ids, scores, **_): return stop.is_set()
     with self._lock:
-        inputs = _inputs(self, messages)
+        inputs = _inputs(self, messages, plan)
         n_in = inputs["input_ids"].shape[1]
         kw = _fit_context(self, n_in, kw)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
@@ -433,5 +734,26 @@ def stream_chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"
     if usage is not None:
         usage.update(prompt_tokens=int(n_in), completion_tokens=int(len(new)),
                      finish_reason="stop" if cut.stopped or (len(new) and int(new[-1]) in _eos_ids(self)) else "length")
+
+def stream_chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"}, ...] (OpenAI-style tool turns too)
+                usage: dict|None=None, # filled at the end: prompt_tokens, completion_tokens, finish_reason
+                tools: list[dict]|None=None, # OpenAI-style function tools
+                tool_choice=None, # "auto" (the default with tools), "none", "required", or a named function
+                parallel_tool_calls: bool=True, # False: one call at most
+                **opts) -> Iterator[str|ToolCall]: # text pieces as they are generated; with tools, each `ToolCall` once whole
+    "Yield the reply in pieces as it is generated; closing the generator stops the generation."
+    kw, messages = generation_kwargs(self.settings, **opts), with_system_prompt(messages, self.settings.system_prompt)
+    plan = tool_plan(self, messages, tools, tool_choice, parallel_tool_calls)
+    if plan is None or not plan.parse:
+        yield from _stream_text(self, plan.messages if plan else messages, kw, usage, plan); return
+    u, valid = {}, 0
+    raw = _stream_text(self, plan.messages, kw, u, plan)
+    try:
+        for p in tool_stream(raw, plan.tools_in, plan.prefix, plan.parallel):
+            valid += isinstance(p, ToolCall) and not p.error
+            yield p
+    finally: raw.close()
+    if valid: u["finish_reason"] = "tool_calls"
+    if usage is not None: usage.update(u)
 
 OpenSourceLLM.stream_chat = stream_chat

@@ -4,18 +4,19 @@
 
 # %% ../nbs/07_schemas.ipynb #056b4f4d
 from __future__ import annotations
-import math, time, uuid
+import json, math, time, uuid
 from typing import Any, Literal
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from .llm import MAX_NEW_TOKENS_LIMIT, build_messages, stop_list  # one definition each, shared with the in-process API
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from .llm import MAX_NEW_TOKENS_LIMIT, build_messages, stop_list, tool_choice_mode  # one definition each, shared with the in-process API
 
 # %% auto #0
-__all__ = ['MAX_STOP_SEQUENCES', 'Role', 'ModelState', 'SPEECH_FORMATS', 'TRANSCRIPTION_FORMATS', 'GenerationOptions',
-           'ChatMessage', 'GenerateRequest', 'GenerateResponse', 'TranscriptionResponse', 'SpeechOptions', 'TTSRequest',
-           'AttemptInfo', 'ModelHealth', 'HealthResponse', 'StreamOptions', 'ChatCompletionRequest', 'Usage',
-           'AssistantMessage', 'Choice', 'completion_id', 'ChatCompletion', 'Delta', 'ChunkChoice',
-           'ChatCompletionChunk', 'ModelCard', 'ModelList', 'SpeechRequest', 'TranscriptionVerbose', 'ErrorDetail',
-           'ErrorResponse', 'describe_validation_errors']
+__all__ = ['MAX_STOP_SEQUENCES', 'Role', 'ModelState', 'FinishReason', 'SPEECH_FORMATS', 'TRANSCRIPTION_FORMATS',
+           'GenerationOptions', 'FunctionCall', 'MessageToolCall', 'ChatMessage', 'GenerateRequest', 'GenerateResponse',
+           'TranscriptionResponse', 'SpeechOptions', 'TTSRequest', 'AttemptInfo', 'ModelHealth', 'HealthResponse',
+           'StreamOptions', 'FunctionDef', 'ToolDef', 'NamedFunction', 'NamedToolChoice', 'ChatCompletionRequest',
+           'Usage', 'AssistantMessage', 'Choice', 'completion_id', 'ChatCompletion', 'FunctionDelta', 'ToolCallDelta',
+           'Delta', 'ChunkChoice', 'ChatCompletionChunk', 'ModelCard', 'ModelList', 'SpeechRequest',
+           'TranscriptionVerbose', 'ErrorDetail', 'ErrorResponse', 'describe_validation_errors']
 
 # %% ../nbs/07_schemas.ipynb #34e76373
 MAX_STOP_SEQUENCES = 4
@@ -43,7 +44,7 @@ class GenerationOptions(BaseModel):
         return {k: getattr(self, k) for k in ("max_new_tokens", "temperature", "top_p", "stop") if getattr(self, k) is not None}
 
 # %% ../nbs/07_schemas.ipynb #1a5e18c7
-Role = Literal["system", "developer", "user", "assistant"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 def _content_text(v: Any) -> str:
     "Message content as one string: a string, or the text of a list of text parts."
@@ -60,11 +61,29 @@ def _content_text(v: Any) -> str:
         return "".join(out)
     raise ValueError(f"content must be a string or a list of text parts, got {type(v).__name__}")
 
+class FunctionCall(BaseModel):
+    "The function a tool call names, and its arguments as a JSON string (as OpenAI sends and returns them)."
+    name: str
+    arguments: str = "{}"
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def as_json_text(cls, v): return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+class MessageToolCall(BaseModel):
+    "One tool call of an assistant message."
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
 class ChatMessage(BaseModel):
-    "One turn of a conversation."
+    "One turn of a conversation; an assistant's turn may hold `tool_calls`, and a `tool` turn answers one (`tool_call_id`)."
     model_config = ConfigDict(extra="ignore")
     role: Role     # who spoke
-    content: str   # what was said (text parts are joined into one string)
+    content: str   # what was said (text parts are joined into one string; null is "")
+    name: str|None = None  # the speaker's or the function's name
+    tool_calls: list[MessageToolCall]|None = None  # the calls an assistant turn made
+    tool_call_id: str|None = None  # the call a tool turn answers
     @field_validator("content", mode="before")
     @classmethod
     def join_parts(cls, v): return _content_text(v)
@@ -72,6 +91,16 @@ class ChatMessage(BaseModel):
     @field_validator("role", mode="after")
     @classmethod
     def developer_is_system(cls, v): return "system" if v == "developer" else v
+
+    @model_validator(mode="after")
+    def check_tool_turns(self):
+        if self.tool_calls and self.role != "assistant": raise ValueError("only assistant messages may hold tool_calls")
+        if self.role == "tool" and not self.tool_call_id: raise ValueError("a tool message needs the tool_call_id it answers")
+        return self
+
+    def for_model(self) -> dict:
+        "The message as the LLM takes it: role and content, and the tool fields it has."
+        return self.model_dump(exclude_none=True)
 
 # %% ../nbs/07_schemas.ipynb #5931b887
 def _history(v: Any) -> list|None:
@@ -177,6 +206,27 @@ class HealthResponse(BaseModel):
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
+class FunctionDef(BaseModel):
+    "A function the model may call: its name, what it does, its parameters as a JSON schema."
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="letters, digits, _ and -, at most 64")
+    description: str|None = None
+    parameters: dict|None = Field(None, description="a JSON schema of the arguments (an object)")
+    strict: bool|None = None
+
+class ToolDef(BaseModel):
+    "One tool of a request (OpenAI's function tools are the only kind)."
+    type: Literal["function"]
+    function: FunctionDef
+
+class NamedFunction(BaseModel):
+    name: str
+
+class NamedToolChoice(BaseModel):
+    "`tool_choice` naming the function the model must call."
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
 class ChatCompletionRequest(BaseModel):
     "Body of `POST /v1/chat/completions`."
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, protected_namespaces=())
@@ -190,7 +240,10 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions|None = None
     n: int|None = Field(None, ge=1, le=1, description="only 1 is supported")
-    tools: list|None = None
+    tools: list[ToolDef]|None = Field(None, description="functions the model may call")
+    tool_choice: Literal["none", "auto", "required"]|NamedToolChoice|None = Field(None, description="auto (the default with tools), none, required, or a named function")
+    parallel_tool_calls: bool|None = Field(None, description="false: one call at most (default true)")
+    functions: list|None = Field(None, description="not supported (OpenAI's deprecated form): send tools")
     logprobs: Literal[False]|None = Field(None, description="not supported: false or absent (the schema says so, for fuzzers and SDKs)")
 
     @field_validator("stop", mode="before")
@@ -198,16 +251,35 @@ class ChatCompletionRequest(BaseModel):
     def check_stop(cls, v): return _check_stop(v)
 
     @model_validator(mode="after")
-    def refuse_unsupported(self):
-        if self.tools: raise ValueError("tools (function calling) are not supported by this server")
+    def check_tools(self):
+        if self.functions: raise ValueError("functions (OpenAI's deprecated function calling) are not supported: send them as tools")
+        names = [t.function.name for t in self.tools or []]
+        if dup := sorted({n for n in names if names.count(n) > 1}): raise ValueError(f"tools: the function name {dup[0]!r} is given twice")
+        tool_choice_mode(self.tool_choice.model_dump() if isinstance(self.tool_choice, BaseModel) else self.tool_choice, self.tool_dicts())
         return self
+
+    def tool_dicts(self) -> list[dict]|None:
+        "The tools as plain dicts (what the LLM renders)."
+        return [t.model_dump(exclude_none=True) for t in self.tools] if self.tools else None
+
+    def tool_options(self) -> dict:
+        "`tools`, `tool_choice` and `parallel_tool_calls` for `OpenSourceLLM.chat`; none without tools (the plain path)."
+        if not self.tools: return {}
+        tc = self.tool_choice.model_dump() if isinstance(self.tool_choice, BaseModel) else self.tool_choice
+        return {"tools": self.tool_dicts(), "tool_choice": tc or "auto", "parallel_tool_calls": self.parallel_tool_calls is not False}
+
+    def model_messages(self) -> list[dict]:
+        "The conversation as the LLM takes it."
+        return [m.for_model() for m in self.messages]
 
     def options(self) -> dict:
         "Generation options for `OpenSourceLLM.chat`."
         mx = self.max_completion_tokens or self.max_tokens
         return GenerationOptions(max_new_tokens=mx, temperature=self.temperature, top_p=self.top_p, stop=self.stop).options()
 
-    def text_chars(self) -> int: return sum(len(m.content) for m in self.messages)
+    def text_chars(self) -> int:
+        "Characters of the conversation, calls' arguments included (checked against `max_text_chars`; tools are bounded by the body limit and the context)."
+        return sum(len(m.content) + sum(len(c.function.arguments) for c in m.tool_calls or []) for m in self.messages)
 
 class Usage(BaseModel):
     prompt_tokens: int = 0
@@ -217,14 +289,24 @@ class Usage(BaseModel):
     @classmethod
     def of(cls, prompt: int, completion: int) -> Usage: return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt+completion)
 
+FinishReason = Literal["stop", "length", "tool_calls"]
+
 class AssistantMessage(BaseModel):
+    "The reply: its text (null when it is only tool calls), and its tool calls (absent when there are none)."
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str|None
+    tool_calls: list[MessageToolCall]|None = None
+
+    @model_serializer(mode="wrap")
+    def _no_empty_calls(self, handler):
+        d = handler(self)
+        if d.get("tool_calls") is None: d.pop("tool_calls", None)
+        return d
 
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"] = "stop"
+    finish_reason: FinishReason = "stop"
 
 def completion_id() -> str: return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
@@ -237,14 +319,26 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
 
+class FunctionDelta(BaseModel):
+    name: str|None = None
+    arguments: str|None = None
+
+class ToolCallDelta(BaseModel):
+    "A fragment of a streamed tool call: the first names it (`id`, `type`, `function.name`), the next carry `function.arguments`."
+    index: int
+    id: str|None = None
+    type: Literal["function"]|None = None
+    function: FunctionDelta
+
 class Delta(BaseModel):
     role: Literal["assistant"]|None = None
     content: str|None = None
+    tool_calls: list[ToolCallDelta]|None = None
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
-    finish_reason: Literal["stop", "length"]|None = None
+    finish_reason: FinishReason|None = None
 
 class ChatCompletionChunk(BaseModel):
     "One server-sent event of a streamed chat completion."

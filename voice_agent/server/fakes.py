@@ -4,10 +4,11 @@
 
 # %% ../../nbs/09c_server_fakes.ipynb #4f139572
 from __future__ import annotations
-import time
-from dataclasses import dataclass
+import re, time
+from dataclasses import dataclass, field
 import numpy as np
 from ..audio import wav_bytes
+from ..llm import TOOL_CLOSE, TOOL_OPEN, ToolCall, split_tool_calls, tool_choice_mode, tool_stream
 
 # %% auto #0
 __all__ = ['SimpleReply', 'FakeLLM', 'FakeSTT', 'FakeTTS', 'fakes', 'tone_wav', 'sse_events', 'expect_error']
@@ -17,9 +18,10 @@ __all__ = ['SimpleReply', 'FakeLLM', 'FakeSTT', 'FakeTTS', 'fakes', 'tone_wav', 
 class SimpleReply:
     "What `chat` returns, like `voice_agent.llm.Reply`."
     text: str; prompt_tokens: int; completion_tokens: int; finish_reason: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 class FakeLLM:
-    "Echoes the last user message word by word; `delay` seconds per word; refuses unknown options like OpenSourceLLM."
+    "Echoes the last message word by word; with tools, `call <name> <JSON>` (`; `-separated) calls them; `delay` seconds per word."
     model_name = "fake-llm"
     def __init__(self, delay: float=0.0): # seconds per generated word
         self.delay, self.calls, self.streams, self.tokens = delay, 0, 0, 0
@@ -27,32 +29,56 @@ class FakeLLM:
     def _check(self, opts):
         if unknown := set(opts) - {"max_new_tokens", "temperature", "top_p", "stop"}: raise ValueError(f"unknown generation option(s): {unknown}")
 
-    def _words(self, messages, opts) -> list[str]:
-        words = ("echo: " + messages[-1]["content"]).split()[:opts.get("max_new_tokens", 200)]
+    def _raw(self, messages, tools, tool_choice) -> str:
+        "What the model 'writes': Hermes tool calls when asked (or forced by tool_choice), else an echo."
+        mode, name = tool_choice_mode(tool_choice, tools)
+        last = messages[-1].get("content") or ""
+        if mode != "none" and (m := re.search(r"(?:^|\s)call ", last)):  # "<text> call <name> <JSON>; <name> <JSON>"
+            calls = [c.strip().partition(" ") for c in last[m.end():].split(";")]
+            return " ".join([last[:m.start()]] + [f'{TOOL_OPEN}{{"name": "{n}", "arguments": {a.strip() or "{}"}}}{TOOL_CLOSE}' for n, _, a in calls])
+        if mode in ("required", "named"):  # forced: the message is the arguments when it is a JSON object
+            args = last.strip() if last.strip().startswith("{") else "{}"
+            return f'{TOOL_OPEN}{{"name": "{name or tools[0]["function"]["name"]}", "arguments": {args}}}{TOOL_CLOSE}'
+        return "echo: " + last
+
+    def _words(self, raw: str, opts) -> list[str]:
+        words = raw.split()[:opts.get("max_new_tokens", 200)]
         stops = [opts["stop"]] if isinstance(opts.get("stop"), str) else opts.get("stop") or []
         for i, w in enumerate(words):  # like transformers' stop_strings: generation ends at a stop string
             if any(s in w for s in stops): return words[:i]
         return words
 
-    def chat(self, messages: list[dict], **opts) -> SimpleReply:
+    def chat(self, messages: list[dict], tools: list[dict]|None=None, tool_choice=None, parallel_tool_calls: bool=True, **opts) -> SimpleReply:
         "The whole reply."
         self._check(opts); self.calls += 1
-        words = self._words(messages, opts)
+        words = self._words(self._raw(messages, tools, tool_choice), opts)
         for _ in words:
             if self.delay: time.sleep(self.delay)
             self.tokens += 1
         n = opts.get("max_new_tokens", 200)
-        return SimpleReply(" ".join(words), len(messages)*5, len(words), "length" if len(words) >= n else "stop")
+        r = SimpleReply(" ".join(words), len(messages)*5, len(words), "length" if len(words) >= n else "stop")
+        if tools and tool_choice_mode(tool_choice, tools)[0] != "none":
+            r.text, r.tool_calls = split_tool_calls(r.text, tools, parallel=parallel_tool_calls)
+            if any(not c.error for c in r.tool_calls): r.finish_reason = "tool_calls"
+        return r
 
-    def stream_chat(self, messages: list[dict], usage: dict|None=None, **opts):
-        "The reply word by word; closing the generator stops it."
+    def stream_chat(self, messages: list[dict], usage: dict|None=None, tools: list[dict]|None=None, tool_choice=None,
+                    parallel_tool_calls: bool=True, **opts):
+        "The reply word by word (with tools: text and each `ToolCall` once whole); closing the generator stops it."
         self._check(opts); self.streams += 1
-        words = self._words(messages, opts)
-        for i, w in enumerate(words):
-            if self.delay: time.sleep(self.delay)
-            self.tokens += 1
-            yield w if i == 0 else " " + w
-        if usage is not None: usage.update(prompt_tokens=len(messages)*5, completion_tokens=len(words), finish_reason="stop")
+        words = self._words(self._raw(messages, tools, tool_choice), opts)
+        def gen():
+            for i, w in enumerate(words):
+                if self.delay: time.sleep(self.delay)
+                self.tokens += 1
+                yield w if i == 0 else " " + w
+        calls = 0
+        pieces = tool_stream(gen(), tools, parallel=parallel_tool_calls) if tools and tool_choice_mode(tool_choice, tools)[0] != "none" else gen()
+        for p in pieces:
+            calls += isinstance(p, ToolCall) and not p.error
+            yield p
+        if usage is not None:
+            usage.update(prompt_tokens=len(messages)*5, completion_tokens=len(words), finish_reason="tool_calls" if calls else "stop")
 
     def generate_reply(self, query, system_prompt=None, history=None, **opts) -> str:
         return self.chat([{"role": "user", "content": query}], **opts).text

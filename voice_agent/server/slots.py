@@ -4,9 +4,10 @@
 
 # %% ../../nbs/09f_server_slots.ipynb #a35f7611
 from __future__ import annotations
-import asyncio, threading, time
+import asyncio, functools, re, struct, threading, time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, is_dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, Protocol, runtime_checkable
 import numpy as np
 from fastcore.basics import patch
@@ -16,8 +17,10 @@ from .errors import ApiError, ClientGone
 from .metrics import Metrics
 
 # %% auto #0
-__all__ = ['LABELS', 'KINDS', 'SERVES', 'DISABLED_NAMES', 'ChatModel', 'Transcriber', 'Synthesizer', 'methods', 'ModelSlot',
-           'unless_left', 'default_loaders', 'model_setting', 'ServerState', 'call_model']
+__all__ = ['LABELS', 'KINDS', 'SERVES', 'DISABLED_NAMES', 'WHISPER_WIDTHS', 'GENERIC_DIRS', 'OPENAI_NAMES', 'ChatModel',
+           'Transcriber', 'Synthesizer', 'methods', 'ModelSlot', 'unless_left', 'default_loaders', 'model_setting',
+           'ServerState', 'call_model', 'ct2_variables', 'whisper_ct2_name', 'readable_id', 'model_names',
+           'resolve_model']
 
 # %% ../../nbs/09f_server_slots.ipynb #8520d864
 @runtime_checkable
@@ -270,3 +273,80 @@ async def call_model(slot: ModelSlot, method: str, *args,
     except Exception as e:
         logger.exception(f"{slot.label} {method} failed")
         raise ApiError(500, f"the {slot.label} model failed: {one_line(e)}", "server_error", "model_error") from None
+
+# %% ../../nbs/09f_server_slots.ipynb #e4f77013
+WHISPER_WIDTHS = {384: "tiny", 512: "base", 768: "small", 1024: "medium", 1280: "large"}
+GENERIC_DIRS = {"model", "models", "data", "weights", "files", "onnx", "ct2", "snapshots"}  # folder names that say nothing
+_QUANT = re.compile(r"[.-](?:i?q\d\w*|f16|f32|bf16|fp16|fp32)$", re.I)  # a GGUF file's quantization suffix
+
+def ct2_variables(path: Path) -> tuple[str, dict[str, tuple]]:
+    "A CTranslate2 `model.bin`'s spec name and its variables' shapes, read from the headers (the weights are skipped)."
+    with open(path, "rb") as f:
+        rd = lambda fmt: struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))
+        text = lambda: f.read(rd("H")[0]).rstrip(b"\0").decode("utf-8", "replace")
+        rd("I"); spec = text(); rd("I"); shapes = {}
+        for _ in range(rd("I")[0]):
+            name = text(); dims = rd("I"*rd("B")[0]); rd("B"); f.seek(rd("I")[0], 1)
+            shapes[name] = dims
+    return spec, shapes
+
+def whisper_ct2_name(folder: Path) -> str|None:
+    "`whisper-tiny.en`, `whisper-large-v3`, ... for a CTranslate2 Whisper folder (faster-whisper's format), from its shapes."
+    try: spec, v = ct2_variables(folder/"model.bin")
+    except (OSError, struct.error, UnicodeDecodeError): return None
+    if spec != "WhisperSpec" or "decoder/embeddings/weight" not in v: return None
+    vocab, width = v["decoder/embeddings/weight"]
+    size = WHISPER_WIDTHS.get(width, f"d{width}")
+    if v.get("encoder/conv1/weight", (0, 80))[1] == 128: size += "-v3"
+    if size == "large-v3" and len({k.split("/")[1] for k in v if k.startswith("decoder/layer_")}) == 4: size += "-turbo"
+    return f"whisper-{size}" + (".en" if vocab == 51864 else "")
+
+@functools.lru_cache(maxsize=256)  # a served model does not change while the server runs; a Whisper folder's header takes ~2 ms
+def readable_id(name: str, # a configured model: a Hub id, a file or a folder
+               ) -> str: # its name as /v1/models lists it
+    "A model's readable id: a Hub id as it is; for a path, the name of the model it holds (GGUF file, Piper voice, Whisper size, folder)."
+    p = Path(name)
+    if not name or not p.exists(): return name
+    if m := re.search(r"models--([^/]+)--([^/]+)", p.as_posix()): return f"{m.group(1)}/{m.group(2)}"  # the Hub cache
+    if p.is_file(): return _QUANT.sub("", p.stem) if p.suffix.lower() == ".gguf" else p.stem
+    if ggufs := sorted(p.glob("*.gguf")): return _QUANT.sub("", ggufs[0].stem)
+    if voices := sorted(x for x in p.glob("*.onnx") if x.with_name(x.name + ".json").exists()): return voices[0].stem
+    if (p/"model.bin").exists() and (w := whisper_ct2_name(p)): return w
+    while p.name.lower() in GENERIC_DIRS and p.parent != p: p = p.parent
+    return p.name
+
+@patch(as_prop=True)
+def model_id(self: ModelSlot) -> str:
+    "The model's readable id (`readable_id` of its name), as /v1/models lists it."
+    return readable_id(self.name)
+
+OPENAI_NAMES = {"stt": ("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"), "tts": ("tts-1", "tts-1-hd", "gpt-4o-mini-tts"),
+                "llm": ("gpt-", "chatgpt-", "o1", "o3", "o4")}  # the names OpenAI clients send by default (llm: prefixes)
+
+def model_names(st: ServerState, kind: str) -> set[str]:
+    "Every name that means the model of `kind` here: its id, its configured name or path, the kind, the Hub name's last part."
+    s = st.slots[kind]
+    return {n.casefold() for n in (s.model_id, s.name, model_setting(st.settings, kind), kind, s.model_id.rsplit("/", 1)[-1]) if n}
+
+def _openai_kind(name: str) -> str|None:
+    "The kind of model an OpenAI name means (exact STT and TTS names first: `gpt-4o-transcribe` is not a chat model)."
+    n = name.casefold()
+    for k in ("stt", "tts"):
+        if n in OPENAI_NAMES[k]: return k
+    return "llm" if n.startswith(OPENAI_NAMES["llm"]) else None
+
+def resolve_model(st: ServerState, # the app's state
+                  kind: str, # the kind the route serves: "llm", "stt" or "tts"
+                  requested: str|None, # the request's `model`
+                 ) -> str: # the name the reply carries: the one asked for, or the model's id when none was
+    "Check a request's `model`: any name of this kind's model, or an OpenAI default name of this kind; else a 400 or 404 that lists the ids."
+    if not requested: return st.slots[kind].model_id
+    if requested.casefold() in model_names(st, kind) or _openai_kind(requested) == kind: return requested
+    label = st.slots[kind].label
+    for k, s in st.slots.items():
+        if k != kind and s.state != "disabled" and (requested.casefold() in model_names(st, k) or _openai_kind(requested) == k):
+            raise ApiError(400, f"model {requested!r} is the {s.label} model; this route needs the {label} model ({st.slots[kind].model_id!r})",
+                           code="model_wrong_kind", param="model")
+    served = ", ".join(repr(s.model_id) for s in st.slots.values() if s.state != "disabled")
+    raise ApiError(404, f"no model {requested!r} here: the {label} is {st.slots[kind].model_id!r} (GET /v1/models lists {served}; "
+                   "OpenAI's default names work too)", "not_found_error", "model_not_found", "model")

@@ -8,25 +8,26 @@ import asyncio, json, threading, time
 from fastapi import APIRouter, Security
 from fastapi.responses import StreamingResponse
 from ...config import logger
+from ...llm import ToolCall
 from ...loading import one_line
 from ...schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice,
-    Delta, ModelCard, ModelList, Usage, completion_id)
+    Delta, FunctionDelta, MessageToolCall, ModelCard, ModelList, ToolCallDelta, Usage, completion_id)
 from ..deps import LLM, ClientLeft, LimitedRoute, Server, access
 from ..errors import ApiError, error_responses
 from ..generation import StopCutter, check_text, cut_at_stop, llm_options
-from ..slots import ModelSlot, ServerState, call_model, unless_left
+from ..slots import ModelSlot, ServerState, call_model, model_names, resolve_model, unless_left
 
 # %% auto #0
-__all__ = ['router', 'SSE_HEADERS', 'STREAM_DOC', 'model_cards', 'list_models', 'get_model', 'sse', 'stream_chat_events',
-           'chat_completions']
+__all__ = ['router', 'SSE_HEADERS', 'STREAM_DOC', 'model_cards', 'list_models', 'get_model', 'sse', 'refused_call_text',
+           'call_deltas', 'stream_chat_events', 'reply_message', 'chat_completions']
 
 # %% ../../../nbs/09j_server_chat.ipynb #517522df
 router = APIRouter(tags=["openai"], route_class=LimitedRoute, dependencies=[Security(access)],
                    responses=error_responses(401, 403, 500, 503))
 
 def model_cards(st: ServerState) -> list[ModelCard]:
-    "The models this server serves."
-    return [ModelCard(id=s.name, kind=k, state=s.state, created=int(s.loaded_at or st.started)) for k, s in st.slots.items()
+    "The models this server serves, by readable id."
+    return [ModelCard(id=s.model_id, kind=k, state=s.state, created=int(s.loaded_at or st.started)) for k, s in st.slots.items()
             if s.state != "disabled"]
 
 @router.get("/v1/models", response_model=ModelList)
@@ -36,9 +37,9 @@ async def list_models(st: Server) -> ModelList:
 
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=error_responses(404))
 async def get_model(model_id: str, st: Server) -> ModelCard:
-    "One model by id."
+    "One model by id (or by its configured name or path)."
     for c in model_cards(st):
-        if c.id == model_id: return c
+        if model_id.casefold() in model_names(st, c.kind): return c
     raise ApiError(404, f"no model {model_id!r} here: GET /v1/models lists them", "not_found_error", "model_not_found", "model")
 
 # %% ../../../nbs/09j_server_chat.ipynb #8dbbecfe
@@ -48,13 +49,26 @@ def sse(obj) -> str:
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
+def refused_call_text(call: ToolCall) -> str:
+    "What the reply says in place of a tool call that can't be passed on (bad JSON, an unknown function, arguments off the schema)."
+    logger.warning(f"the LLM's call of {call.name or 'a function'} was not passed on: {call.error}: {call.arguments[:200]!r}")
+    return f"[the model's call of {call.name or 'a function'} was not passed on: {call.error}]"
+
+def call_deltas(call: ToolCall, # a valid call
+                index: int, # its place among this reply's calls
+               ) -> list[Delta]: # two deltas: the call's id, type and name; then its arguments
+    "A tool call as streamed fragments, the way OpenAI's SDKs accumulate them."
+    return [Delta(tool_calls=[ToolCallDelta(index=index, id=call.id, type="function", function=FunctionDelta(name=call.name, arguments=""))]),
+            Delta(tool_calls=[ToolCallDelta(index=index, function=FunctionDelta(arguments=call.arguments))])]
+
 async def stream_chat_events(st: ServerState, # the app's state
                              slot: ModelSlot, # the ready LLM
                              req: ChatCompletionRequest, # the request
                              client_left=None, # completes when the client has gone (`ClientLeft`)
+                             name: str|None=None, # the model name the chunks carry (default: the model's id)
                             ) -> StreamingResponse:
     "Start a streamed chat completion; answer with its SSE stream."
-    model, opts, messages = slot.require(), llm_options(req.options()), [m.model_dump() for m in req.messages]
+    model, opts, messages = slot.require(), {**llm_options(req.options()), **req.tool_options()}, req.model_messages()
     loop, q, cancel = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
     def put(item):
         try: loop.call_soon_threadsafe(q.put_nowait, item)
@@ -77,17 +91,22 @@ async def stream_chat_events(st: ServerState, # the app's state
         e = first[1]
         if isinstance(e, ValueError): raise ApiError(400, f"LLM: {e}", code="invalid_value")
         raise ApiError(500, f"the LLM failed: {one_line(e)}", "server_error", "model_error")
-    cid, created, name = completion_id(), int(time.time()), slot.name
+    cid, created, name = completion_id(), int(time.time()), name or slot.model_id
     chunk = lambda delta, finish=None, usage=None, choices=True: ChatCompletionChunk(
         id=cid, created=created, model=name, usage=usage, choices=[ChunkChoice(delta=delta, finish_reason=finish)] if choices else [])
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     async def events():
-        scan, item = StopCutter(req.stop), first
+        scan, item, calls = StopCutter(req.stop), first, 0
         try:
             yield sse(chunk(Delta(role="assistant", content="")))
             while True:
                 kind, val = item
-                if kind == "piece":
+                if kind == "piece" and isinstance(val, ToolCall):
+                    if val.error: yield sse(chunk(Delta(content=refused_call_text(val))))
+                    else:
+                        for d in call_deltas(val, calls): yield sse(chunk(d))
+                        calls += 1
+                elif kind == "piece":
                     text = scan.feed(val)
                     if text: yield sse(chunk(Delta(content=text)))
                     if scan.stopped:
@@ -98,7 +117,8 @@ async def stream_chat_events(st: ServerState, # the app's state
                     if rest := scan.flush(): yield sse(chunk(Delta(content=rest)))
                     u = Usage.of(int(val.get("prompt_tokens", 0)), int(val.get("completion_tokens", 0)))
                     st.metrics.prompt_tokens.inc(u.prompt_tokens); st.metrics.tokens.inc(u.completion_tokens)
-                    finish = "stop" if scan.stopped else val.get("finish_reason", "stop")
+                    finish = "tool_calls" if calls else "stop" if scan.stopped or val.get("finish_reason") == "tool_calls" \
+                        else val.get("finish_reason", "stop")
                     yield sse(chunk(Delta(), finish, None if include_usage else u))
                     if include_usage: yield sse(chunk(None, usage=u, choices=False))
                     break
@@ -116,13 +136,26 @@ STREAM_DOC = {"description": "`ChatCompletion` as JSON; with `stream: true`, ser
                              "ending with `data: [DONE]`",
               "content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion, responses={200: STREAM_DOC})
+def reply_message(reply, # the LLM's `Reply` (text, tool_calls)
+                  stops: list[str]|None, # the request's stop strings
+                 ) -> tuple[AssistantMessage, str]: # the message and its finish_reason
+    "A whole reply as OpenAI's message: valid calls as `tool_calls`, refused ones reported in the content."
+    text, stopped = cut_at_stop(reply.text, stops)
+    calls = getattr(reply, "tool_calls", None) or []
+    ok, bad = [c for c in calls if not c.error], [c for c in calls if c.error]
+    content = " ".join([t for t in [text] if t] + [refused_call_text(c) for c in bad])
+    if not ok: return AssistantMessage(content=content), "stop" if stopped or reply.finish_reason == "tool_calls" else reply.finish_reason
+    return AssistantMessage(content=content or None, tool_calls=[MessageToolCall(id=c.id, function={"name": c.name, "arguments": c.arguments})
+                                                                for c in ok]), "tool_calls"
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses={200: STREAM_DOC, **error_responses(404)})
 async def chat_completions(req: ChatCompletionRequest, st: Server, llm: LLM, left: ClientLeft):
-    "OpenAI chat completions, whole or streamed (`stream: true`, server-sent events ending with `data: [DONE]`)."
+    "OpenAI chat completions, whole or streamed (`stream: true`, server-sent events ending with `data: [DONE]`), with tool calls."
     check_text(req.text_chars(), st.settings, "conversation")
-    if req.stream: return await stream_chat_events(st, llm, req, left)
-    reply = await call_model(llm, "chat", [m.model_dump() for m in req.messages], client_left=left, **llm_options(req.options()))
-    text, stopped = cut_at_stop(reply.text, req.stop)
+    name = resolve_model(st, "llm", req.model)
+    if req.stream: return await stream_chat_events(st, llm, req, left, name)
+    reply = await call_model(llm, "chat", req.model_messages(), client_left=left, **llm_options(req.options()), **req.tool_options())
     st.metrics.prompt_tokens.inc(reply.prompt_tokens); st.metrics.tokens.inc(reply.completion_tokens)
-    return ChatCompletion(model=llm.name, usage=Usage.of(reply.prompt_tokens, reply.completion_tokens),
-                          choices=[Choice(message=AssistantMessage(content=text), finish_reason="stop" if stopped else reply.finish_reason)])
+    message, finish = reply_message(reply, req.stop)
+    return ChatCompletion(model=name, usage=Usage.of(reply.prompt_tokens, reply.completion_tokens),
+                          choices=[Choice(message=message, finish_reason=finish)])
