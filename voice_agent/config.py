@@ -84,8 +84,17 @@ class Settings:
     max_upload_bytes: int = 25_000_000          # MODEL_SERVER_MAX_UPLOAD_BYTES: largest audio upload
     max_audio_seconds: float = 600.0            # MODEL_SERVER_MAX_AUDIO_SECONDS: longest audio one request may send (read from its header)
     body_timeout: float = 60.0                  # MODEL_SERVER_BODY_TIMEOUT: seconds a request body may take to arrive, then 408
+    max_sessions: int = 16                      # MODEL_SERVER_MAX_SESSIONS: concurrent realtime (WebSocket) sessions; one more is refused with 503
+    realtime_max_buffer_seconds: float = 60.0   # MODEL_SERVER_REALTIME_MAX_BUFFER_SECONDS: input audio a realtime session may hold uncommitted
+    realtime_idle_timeout: float = 300.0        # MODEL_SERVER_REALTIME_IDLE_TIMEOUT: seconds without a client event before a realtime session is closed
+    realtime_silence_ms: int = 500              # MODEL_SERVER_REALTIME_SILENCE_MS: server_vad silence_duration_ms of sessions that set none (OpenAI: 500)
     server_url: str = "http://127.0.0.1:8000"   # MODEL_SERVER_URL: where the client finds the server
     client_timeout: float = 120.0               # MODEL_SERVER_TIMEOUT: client timeout in seconds
+    ray_address: str = ""                       # RAY_ADDRESS: the Ray cluster `serve --engine ray` joins (empty: start a local one, loopback only)
+    ray_replicas: str = "llm=1,stt=1,tts=1"     # MODEL_SERVER_RAY_REPLICAS: replicas per model on Ray Serve: N, or MIN-MAX to autoscale (one value: every model)
+    ray_cpus: str = "llm=1,stt=1,tts=1"         # MODEL_SERVER_RAY_CPUS: CPUs Ray reserves per replica (`num_cpus`)
+    ray_gpus: str = "llm=0,stt=0,tts=0"         # MODEL_SERVER_RAY_GPUS: GPUs per replica (`num_gpus`; 0.5: two replicas share one GPU)
+    ray_max_ongoing: int = 4                    # MODEL_SERVER_RAY_MAX_ONGOING: requests one replica holds at once (Serve's `max_ongoing_requests`; autoscaling targets half)
 
     @property
     def hub_cache(self) -> Path:
@@ -118,7 +127,11 @@ ENV_VARS = {
     "max_queue": ("MODEL_SERVER_MAX_QUEUE", int), "max_text_chars": ("MODEL_SERVER_MAX_TEXT_CHARS", int),
     "max_upload_bytes": ("MODEL_SERVER_MAX_UPLOAD_BYTES", int),
     "max_audio_seconds": ("MODEL_SERVER_MAX_AUDIO_SECONDS", float), "body_timeout": ("MODEL_SERVER_BODY_TIMEOUT", float), "server_url": ("MODEL_SERVER_URL", str),
+    "max_sessions": ("MODEL_SERVER_MAX_SESSIONS", int), "realtime_max_buffer_seconds": ("MODEL_SERVER_REALTIME_MAX_BUFFER_SECONDS", float),
+    "realtime_idle_timeout": ("MODEL_SERVER_REALTIME_IDLE_TIMEOUT", float), "realtime_silence_ms": ("MODEL_SERVER_REALTIME_SILENCE_MS", int),
     "client_timeout": ("MODEL_SERVER_TIMEOUT", float),
+    "ray_address": ("RAY_ADDRESS", str), "ray_replicas": ("MODEL_SERVER_RAY_REPLICAS", str), "ray_cpus": ("MODEL_SERVER_RAY_CPUS", str),
+    "ray_gpus": ("MODEL_SERVER_RAY_GPUS", str), "ray_max_ongoing": ("MODEL_SERVER_RAY_MAX_ONGOING", int),
 }
 
 # %% ../nbs/00_config.ipynb #62b7465c

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from ..config import Settings, get_settings, logger
 from ..loading import one_line
 from .deps import assemble, configured_key
-from .routers import audio, chat, health, seed
+from .routers import audio, chat, health, realtime, seed
 from .slots import ServerState
 
 # %% auto #0
@@ -18,7 +18,7 @@ __all__ = ['ROUTERS', 'LOG_FORMAT', 'setup_logging', 'create_app', 'UnsafeBind',
            'serve', 'exit_now', 'main']
 
 # %% ../../nbs/09l_server_app.ipynb #bd9143c1
-ROUTERS = (health.router, seed.router, chat.router, audio.router)
+ROUTERS = (health.router, seed.router, chat.router, audio.router, realtime.router)
 
 def setup_logging(level: str="INFO"):
     "Log like the seed (`time - LEVEL - message`) when the application has not configured logging."

@@ -1,0 +1,270 @@
+"""Benchmark 12: realtime voice over `/v1/realtime` (the OpenAI Realtime API) on the `local` profile, with the official client.
+
+The server is `voice-agent serve --profile local` in a process of its own; the client is `openai`'s
+`AsyncOpenAI.realtime.connect()`. Questions are espeak-ng speech streamed like a microphone: 20 ms of PCM16 at 24 kHz
+every 20 ms (each piece sent once it has been "recorded"), followed by silence until the reply is done.
+
+- End of speech -> first audio delta: from the moment the last voiced sample of the question was "spoken" to the arrival
+  of the first `response.output_audio.delta`, so it includes the VAD's silence window; at the shipped
+  `silence_duration_ms` and at 300 ms. Beside it, the three-request HTTP pipeline on the same models and audio
+  (`/v1/audio/transcriptions`, `/v1/chat/completions`, `/v1/audio/speech`), timed from its first request: it has no
+  endpointing of its own (a client would add its own silence wait to it).
+- Barge-in: a long reply is interrupted by speech; `input_audio_buffer.speech_started` -> the last audio delta of the
+  cancelled reply (0 when none came after it), and -> its `response.done` (cancelled).
+- Concurrency: 8 sessions at once, each asking two spoken questions at real-time pace, while `/health/live` is probed
+  every 50 ms: every session must get both answers; the probe's p99.
+
+    .venv/bin/python bench/run.py --only realtime [--full]
+"""
+from __future__ import annotations
+import asyncio, base64, json, os, statistics, subprocess, sys, tempfile, threading, time
+from pathlib import Path
+import numpy as np
+
+RATE = 24000
+CHUNK_MS = 20
+QUESTIONS = ["What is the capital of France?", "What color is the sky?", "How many days are in a week?",
+             "What is two plus two?", "What is the capital of Italy?", "What do bees make?", "What is the largest ocean?",
+             "Which animal says moo?", "What is the opposite of hot?", "How many legs does a spider have?",
+             "What is the capital of Spain?", "What do cows drink?"]
+INTERRUPTION = "Wait, stop please."
+STORY = "Tell me a long story about a dragon who lives in a castle by the sea."
+STORYTELLER = "You are a storyteller. Tell long, detailed stories with many sentences."
+
+
+# %% client side, shared with tests/test_realtime.py
+def b64(x: np.ndarray) -> str:
+    "Float samples as base64 PCM16."
+    return base64.b64encode((np.clip(x, -1, 1)*32767).astype("<i2").tobytes()).decode()
+
+
+def pcm(delta: str) -> np.ndarray:
+    "A base64 PCM16 delta as float samples."
+    return np.frombuffer(base64.b64decode(delta), "<i2").astype(np.float32)/32768
+
+
+def espeak_24k(text: str) -> np.ndarray:
+    "espeak-ng's speech of `text`, at 24 kHz."
+    from voice_agent.audio import load_audio
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d)/"q.wav"
+        subprocess.run(["espeak-ng", "-w", str(p), text], check=True, capture_output=True, timeout=60)
+        return load_audio(str(p), None, RATE)
+
+
+def voiced_seconds(x: np.ndarray, level: float=0.02) -> float:
+    "Where the last voiced sample is (espeak ends with ~0.3 s of silence of its own)."
+    v = np.flatnonzero(np.abs(x) > level)
+    return (v[-1] + 1)/RATE if len(v) else 0.0
+
+
+async def microphone(conn, x: np.ndarray, stop: asyncio.Event|None=None, then_silence: bool=True) -> float:
+    "Send `x` like a microphone, 20 ms every 20 ms (each piece once 'recorded'), then silence until `stop`; return when it began."
+    n, t0, k = RATE*CHUNK_MS//1000, time.perf_counter(), 0
+    silence = np.zeros(n, np.float32)
+    while True:
+        piece = x[k*n:(k+1)*n]
+        if not len(piece):
+            if not then_silence or stop is None or stop.is_set(): return t0
+            piece = silence
+        await asyncio.sleep(max(0.0, t0 + (k + 1)*CHUNK_MS/1000 - time.perf_counter()))
+        await conn.input_audio_buffer.append(audio=b64(piece))
+        k += 1
+
+
+async def events_until(conn, kind: str, timeout: float=60, log: list|None=None, count: int=1) -> list[tuple[float, object]]:
+    "Events (with their arrival time) until the `count`-th of type `kind`."
+    out, seen = [], 0
+    async with asyncio.timeout(timeout):
+        while True:
+            e = await conn.recv()
+            out.append((time.perf_counter(), e))
+            if log is not None: log.append(e.type)
+            if e.type == kind:
+                seen += 1
+                if seen == count: return out
+
+
+async def spoken_turn(conn, x: np.ndarray, timeout: float=60) -> dict:
+    "Ask `x` aloud; return the turn's events, what was heard and said, the reply's audio, and end of speech -> first audio."
+    stop = asyncio.Event()
+    mic = asyncio.ensure_future(microphone(conn, x, stop))
+    t_start = time.perf_counter()
+    try: ev = await events_until(conn, "response.done", timeout)
+    finally:
+        stop.set(); await mic
+    speech_end = t_start + voiced_seconds(x)
+    first = next((t for t, e in ev if e.type == "response.output_audio.delta"), None)
+    heard = next((e.transcript for _, e in ev if e.type == "conversation.item.input_audio_transcription.completed"), None)
+    said = "".join(e.delta for _, e in ev if e.type == "response.output_audio_transcript.delta")
+    audio = [pcm(e.delta) for _, e in ev if e.type == "response.output_audio.delta"]
+    done = ev[-1][1].response
+    return {"events": ev, "heard": heard, "said": said, "audio": np.concatenate(audio) if audio else np.zeros(0, np.float32),
+            "first_audio_s": None if first is None else first - speech_end, "status": done.status, "usage": done.usage}
+
+
+async def barge_in(conn, interruption: np.ndarray, timeout: float=60) -> dict:
+    "Ask for a long story in text, interrupt its speech once it plays; time the cancellation."
+    await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": STORY}]})
+    await conn.response.create(response={"instructions": STORYTELLER, "max_output_tokens": 300})
+    ev = await events_until(conn, "response.output_audio.delta", timeout)
+    rid = ev[-1][1].response_id
+    stop = asyncio.Event()
+    mic = asyncio.ensure_future(microphone(conn, interruption, stop))
+    try: ev = await events_until(conn, "response.done", timeout)
+    finally:
+        stop.set(); await mic
+    started = next((t for t, e in ev if e.type == "input_audio_buffer.speech_started"), None)
+    deltas = [t for t, e in ev if e.type == "response.output_audio.delta" and e.response_id == rid]
+    done_t, done = ev[-1]
+    truncated = None
+    if done.response.status == "cancelled":  # the item is truncated right after response.done
+        te = await events_until(conn, "conversation.item.truncated", 10)
+        truncated = te[-1][1]
+    return {"status": done.response.status, "reason": done.response.status_details and done.response.status_details.reason,
+            "to_last_delta_s": None if started is None else max(0.0, (deltas[-1] - started) if deltas else 0.0),
+            "to_done_s": None if started is None else done_t - started, "truncated": truncated,
+            "deltas_after": sum(t > started for t in deltas) if started else None}
+
+
+def connect(url: str, key: str|None):
+    "The official client's realtime connection to our server."
+    from openai import AsyncOpenAI
+    return AsyncOpenAI(base_url=url + "/v1", api_key=key or "unused").realtime.connect(model="llm")
+
+
+async def configure(conn, silence_ms: int|None=None, create_response: bool=True):
+    "session.update with server VAD (and `silence_duration_ms`), then wait for session.updated."
+    td = {"type": "server_vad", "create_response": create_response, **({"silence_duration_ms": silence_ms} if silence_ms else {})}
+    await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": td}}})
+    await events_until(conn, "session.updated", 30)
+
+
+# %% the benchmark
+def start_server(log_dir: Path, **env):
+    "`voice-agent serve --profile local` on a free port; (process, url) once /health/ready answers."
+    import httpx
+    from common import child_env, free_port
+    port = free_port()
+    log = open(log_dir/"realtime-server.log", "w")
+    p = subprocess.Popen([str(Path(sys.executable).parent/"voice-agent"), "serve", "--profile", "local", "--port", str(port)],
+                         env=child_env(HF_HUB_OFFLINE="1", **{k: str(v) for k, v in env.items()}), stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if p.poll() is not None: raise RuntimeError(f"the server exited with {p.returncode}: see {log.name}")
+        try:
+            if httpx.get(url + "/health/ready", timeout=2).status_code == 200: return p, url
+        except httpx.HTTPError: pass
+        time.sleep(0.3)
+    raise TimeoutError("the local profile's server was not ready within 300 s")
+
+
+def http_turn(client, wav: bytes) -> tuple[float, str]:
+    "The three-request pipeline: transcribe, chat, speak; seconds to the whole reply's audio."
+    t = time.perf_counter()
+    heard = client.post("/v1/audio/transcriptions", files={"file": ("q.wav", wav, "audio/wav")}).json()["text"]
+    r = client.post("/v1/chat/completions", json={"model": "llm", "messages": [{"role": "user", "content": heard}]}).json()
+    reply = r["choices"][0]["message"]["content"]
+    audio = client.post("/v1/audio/speech", json={"model": "tts", "input": reply, "response_format": "pcm"})
+    assert audio.status_code == 200 and len(audio.content) > 1000, audio.text[:200]
+    return time.perf_counter() - t, reply
+
+
+async def realtime_figures(url: str, questions: list[np.ndarray], silences: list[int], interruption: np.ndarray, barge_ins: int,
+                           sessions: int, log: list) -> dict:
+    out = {}
+    async with connect(url, None) as conn:  # a first turn warms the models and the VAD (the cold one takes seconds)
+        await events_until(conn, "session.created", 30)
+        await spoken_turn(conn, questions[0], timeout=120)
+    for silence in silences:
+        async with connect(url, None) as conn:
+            await events_until(conn, "session.created", 30)
+            await configure(conn, silence)
+            out[silence] = [await spoken_turn(conn, q) for q in questions]
+    out["barge"] = []
+    for _ in range(barge_ins):  # a new conversation each time: the story is asked afresh
+        async with connect(url, None) as conn:
+            await events_until(conn, "session.created", 30)
+            await configure(conn, create_response=False)  # the interruption is heard, not answered
+            out["barge"].append(await barge_in(conn, interruption))
+
+    async def one_session(qs):
+        async with connect(url, None) as conn:
+            await events_until(conn, "session.created", 30)
+            return [await spoken_turn(conn, q, timeout=120) for q in qs]
+    live, stop = [], threading.Event()
+    def probe():
+        import httpx
+        with httpx.Client(base_url=url, timeout=10) as c:
+            while not stop.is_set():
+                t = time.perf_counter(); c.get("/health/live"); live.append(time.perf_counter() - t)
+                time.sleep(0.05)
+    th = threading.Thread(target=probe, daemon=True); th.start()
+    t = time.perf_counter()
+    try: out["concurrent"] = await asyncio.gather(*[one_session(questions[i % len(questions):][:2] or questions[:2]) for i in range(sessions)],
+                                                  return_exceptions=True)
+    finally: stop.set(); th.join()
+    out["concurrent_s"], out["live"] = time.perf_counter() - t, live
+    return out
+
+
+def run(cfg: dict, device: str, log) -> dict:
+    import httpx
+    from common import median, percentile, row, scratch
+    from voice_agent.audio import wav_bytes
+    from voice_agent.config import Settings
+    n = 10 if cfg.get("local_repeats", 2) < 5 else 12
+    shipped = Settings().realtime_silence_ms
+    log_dir = Path(log).parent
+    proc, url = start_server(log_dir, MODEL_SERVER_MAX_SESSIONS=16)
+    try:
+        qs = [espeak_24k(q) for q in QUESTIONS[:n]]
+        interruption = espeak_24k(INTERRUPTION)
+        with httpx.Client(base_url=url, timeout=120) as c:
+            from voice_agent.audio import resample
+            wavs = [wav_bytes(resample(q, RATE, 16000), 16000) for q in qs]
+            http_turn(c, wavs[0])  # warm
+            http = [http_turn(c, w) for w in wavs]
+        load = os.getloadavg()
+        r = asyncio.run(realtime_figures(url, qs, [shipped, 300], interruption, 10, 8, []))
+        load = (load, os.getloadavg())
+    finally:
+        proc.terminate()
+        try: proc.wait(30)
+        except subprocess.TimeoutExpired: proc.kill()
+    first = {s: [t["first_audio_s"] for t in r[s]] for s in (shipped, 300)}
+    said = {s: [(t["heard"], t["said"]) for t in r[s]] for s in (shipped, 300)}
+    http_s = [h[0] for h in http]
+    barge = r["barge"]
+    to_last = [b["to_last_delta_s"] for b in barge if b["to_last_delta_s"] is not None]
+    to_done = [b["to_done_s"] for b in barge if b["to_done_s"] is not None]
+    conc = r["concurrent"]
+    failed = [c for c in conc if isinstance(c, BaseException)]
+    turns = [t for c in conc if not isinstance(c, BaseException) for t in c]
+    answered = sum(t["status"] == "completed" and len(t["audio"]) > 0 for t in turns)
+    conc_first = [t["first_audio_s"] for t in turns if t["first_audio_s"] is not None]
+    p99 = percentile(r["live"], 99)
+    rows = [
+        row("12 realtime", f"end of speech -> first audio delta, p50 of {n} spoken questions, silence_duration_ms={shipped} (shipped) "
+            "vs the three-request HTTP pipeline (no endpointing)", median(first[shipped]), median(http_s), "s", "realtime", "HTTP x3",
+            "A ≤ 0.8 s on 2 cores", lambda a, b, r_: a <= 0.8,
+            note=f"p90 {percentile(first[shipped], 90):.3f} s; load {load[0][0]:.2f} -> {load[1][0]:.2f}; e.g. heard {said[shipped][0][0]!r}, said {said[shipped][0][1][:60]!r}"),
+        row("12 realtime", f"end of speech -> first audio delta, p50 of {n} spoken questions, silence_duration_ms=300 vs the HTTP pipeline",
+            median(first[300]), median(http_s), "s", "realtime", "HTTP x3", "A ≤ 0.8 s on 2 cores", lambda a, b, r_: a <= 0.8,
+            note=f"p90 {percentile(first[300], 90):.3f} s"),
+        row("12 realtime", f"barge-in: speech_started -> last audio delta of the cancelled reply, p95 of {len(barge)} (B: -> response.done)",
+            percentile(to_last, 95), percentile(to_done, 95), "s", "last delta", "done", "A ≤ 0.2 s", lambda a, b, r_: a <= 0.2,
+            note=f"{sum(b['status'] == 'cancelled' for b in barge)}/{len(barge)} cancelled (turn_detected), "
+                 f"{sum(b['truncated'] is not None for b in barge)} truncated; deltas after speech_started: {[b['deltas_after'] for b in barge]}"),
+        row("12 realtime", "8 concurrent sessions at real-time pace, 2 spoken questions each: /health/live p99 vs p50",
+            p99, percentile(r["live"], 50), "s", "p99", "p50", "A ≤ 0.05 s, every answer given",
+            lambda a, b, r_: a <= 0.05 and answered == 16 and not failed,
+            note=f"{answered}/16 answered with audio, {len(failed)} sessions failed; first audio p50 {median(conc_first) or float('nan'):.3f} s "
+                 f"under load; {len(r['live'])} probes in {r['concurrent_s']:.0f} s"),
+    ]
+    details = {"first_audio_s": {str(k): v for k, v in first.items()}, "http_s": http_s, "said": {str(k): v for k, v in said.items()},
+               "http_replies": [h[1] for h in http], "barge_to_last_delta_s": to_last, "barge_to_done_s": to_done,
+               "concurrent_first_audio_s": conc_first, "concurrent_failed": [repr(f) for f in failed], "health_live_s": r["live"],
+               "loadavg": load}
+    return {"realtime": {"rows": rows, "details": details}}
