@@ -16,6 +16,7 @@ from ...vad import TurnDetector, VADParams
 from ..deps import check_access
 from ..errors import ApiError
 from ..slots import ModelSlot, ServerState
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['RATE', 'DELTA_MS', 'MAX_HISTORY_ITEMS', 'TURN_DEFAULTS', 'PCM', 'IGNORED_SESSION_FIELDS', 'SENTENCE_END',
@@ -267,7 +268,8 @@ def _field(e: dict, k: str, kind, what: str, required: bool=True):
         raise ProtocolError(f"{e.get('type')}: {k} must be {what}", "invalid_value" if k in e else "missing_required_parameter", k)
     return v
 
-async def _handle(self: RealtimeSession, text: str):
+@patch
+async def handle(self: RealtimeSession, text: str):
     "Parse and serve one client message; answer problems with an `error` event."
     event_id = None
     try:
@@ -286,7 +288,6 @@ async def _handle(self: RealtimeSession, text: str):
     except Exception as x:
         logger.exception("realtime: a client event failed")
         await self.send(error_event(ProtocolError(f"internal error: {one_line(x)}", "internal_error", type="server_error"), event_id))
-RealtimeSession.handle = _handle
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #1ad04ba3
 @handles("session.update")
@@ -306,13 +307,13 @@ async def on_clear(self: RealtimeSession, e: dict):
     self.drop_speculation()
     await self.send(event("input_audio_buffer.cleared"))
 
-def _drop_buffer(self: RealtimeSession, keep: int=0) -> np.ndarray:
+@patch
+def drop_buffer(self: RealtimeSession, keep: int=0) -> np.ndarray:
     "Take the buffered audio out (keeping its last `keep` samples)."
     pcm = np.concatenate(self.buffer) if self.buffer else np.zeros(0, "<i2")
     rest = pcm[len(pcm) - keep:] if keep else pcm[:0]
     self.buffer, self.buffered, self.buf_pos = ([rest] if len(rest) else []), len(rest), self.stream_pos - len(rest)
     return pcm
-RealtimeSession.drop_buffer = _drop_buffer
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #86ec63c2
 @handles("input_audio_buffer.append")
@@ -338,19 +339,20 @@ async def on_append(self: RealtimeSession, e: dict):
         if self.buffered > 2*keep + RATE: self.drop_buffer(keep)
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #4fc0a291
-def _stream_sample(self: RealtimeSession, ms: int) -> int:
+@patch
+def stream_sample(self: RealtimeSession, ms: int) -> int:
     "The stream position of the detector's `ms`."
     return self.det_origin + ms*RATE//1000
-RealtimeSession.stream_sample = _stream_sample
 
-async def _speech_started(self: RealtimeSession, ms: int):
+@patch
+async def speech_started(self: RealtimeSession, ms: int):
     self.drop_speculation()
     self.speech_start, self.speech_item = self.stream_sample(ms), new_id("item")
     await self.send(event("input_audio_buffer.speech_started", audio_start_ms=self.stream_sample(ms)*1000//RATE, item_id=self.speech_item))
     if self.turn_detection.get("interrupt_response", True) and self.busy: await self.cancel("turn_detected")
-RealtimeSession.speech_started = _speech_started
 
-async def _speech_stopped(self: RealtimeSession, ms: int):
+@patch
+async def speech_stopped(self: RealtimeSession, ms: int):
     "End the turn: commit the speech; release the drafted reply if it drafted this very speech, else answer once transcribed."
     td, spec, draft = self.turn_detection, self.spec, self.draft
     self.spec = self.draft = None
@@ -367,18 +369,17 @@ async def _speech_stopped(self: RealtimeSession, ms: int):
             return
         draft.drop()
     if td.get("create_response", True) and not self.busy: self.start(self.turn(item))
-RealtimeSession.speech_stopped = _speech_stopped
 
-def _drop_speculation(self: RealtimeSession):
+@patch
+def drop_speculation(self: RealtimeSession):
     "Forget the early transcription and drafted reply."
     for x in (self.spec, self.draft):
         if x: x.drop()
     self.spec = self.draft = None
-RealtimeSession.drop_speculation = _drop_speculation
-RealtimeSession.speech_stopped = _speech_stopped
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #93e135ae
-def _speculate(self: RealtimeSession):
+@patch
+def speculate(self: RealtimeSession):
     "Start, keep or drop the early transcription of the current speech."
     d = self.detector
     if d is None or not d.speaking or self.speech_start is None: return
@@ -388,9 +389,9 @@ def _speculate(self: RealtimeSession):
     if self.spec or d.silence_ms < speculate_after(d.params.silence_duration_ms) or slot.state != "ready" or slot.in_flight > 1: return
     pcm = np.concatenate(self.buffer)[max(0, self.speech_start - self.buf_pos):]
     self.spec = Speculation(end_ms, asyncio.ensure_future(self.speculative_transcript(pcm, end_ms)))
-RealtimeSession.speculate = _speculate
 
-async def _speculative_transcript(self: RealtimeSession, pcm: np.ndarray, end_ms: int) -> str:
+@patch
+async def speculative_transcript(self: RealtimeSession, pcm: np.ndarray, end_ms: int) -> str:
     "Transcribe the speech so far; if the silence still holds, draft the reply to it (held back until the turn ends)."
     text = await self.transcribe(pcm)
     td, llm = self.turn_detection, self.st.slots["llm"]
@@ -399,22 +400,21 @@ async def _speculative_transcript(self: RealtimeSession, pcm: np.ndarray, end_ms
         r = self.new_reply({})
         self.draft = Speculation(end_ms, asyncio.ensure_future(self.respond({}, r, text)), r)
     return text
-RealtimeSession.speculative_transcript = _speculative_transcript
 
-async def _transcribe(self: RealtimeSession, pcm: np.ndarray) -> str:
+@patch
+async def transcribe(self: RealtimeSession, pcm: np.ndarray) -> str:
     "The text of PCM16 audio, by the server's STT model."
     slot = self.st.slots["stt"]
     model = slot.require()
     return (await slot.run(lambda: model.transcribe(to_16k(pcm), 16000))).strip()
-RealtimeSession.transcribe = _transcribe
-RealtimeSession.transcribe = _transcribe
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #1c48902f
 def _user_audio_item(item_id: str) -> dict:
     return {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
             "content": [{"type": "input_audio", "transcript": None}]}
 
-async def _commit(self: RealtimeSession, pcm: np.ndarray, item_id: str|None=None, # the item's id (default: a new one)
+@patch
+async def commit(self: RealtimeSession, pcm: np.ndarray, item_id: str|None=None, # the item's id (default: a new one)
                   transcript: asyncio.Future|None=None, # its transcription, when already started
                  ) -> dict: # the user's item
     "Make `pcm` a user item and transcribe it."
@@ -427,9 +427,9 @@ async def _commit(self: RealtimeSession, pcm: np.ndarray, item_id: str|None=None
     await self.send(event("conversation.item.added", item=item, previous_item_id=prev))
     self.transcripts[item["id"]] = asyncio.ensure_future(self.finish_transcript(item, transcript or asyncio.ensure_future(self.transcribe(pcm)), len(pcm)))
     return item
-RealtimeSession.commit = _commit
 
-async def _finish_transcript(self: RealtimeSession, item: dict, job: asyncio.Future, samples: int) -> str:
+@patch
+async def finish_transcript(self: RealtimeSession, item: dict, job: asyncio.Future, samples: int) -> str:
     "Wait for an item's transcription; report it (or its failure)."
     index = next(i for i, c in enumerate(item["content"]) if c.get("type") == "input_audio")
     try: text = await job
@@ -447,7 +447,6 @@ async def _finish_transcript(self: RealtimeSession, item: dict, job: asyncio.Fut
     item["content"][index]["transcript"] = text
     await self.send(event("conversation.item.done", item=item, previous_item_id=None))
     return text
-RealtimeSession.finish_transcript = _finish_transcript
 
 @handles("input_audio_buffer.commit")
 async def on_commit(self: RealtimeSession, e: dict):
@@ -491,11 +490,11 @@ def check_item(item: Any) -> dict:
             "content": [dict(c) for c in content]}
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #547012f9
-def _find(self: RealtimeSession, item_id: Any) -> int:
+@patch
+def find(self: RealtimeSession, item_id: Any) -> int:
     for i, it in enumerate(self.items):
         if it["id"] == item_id: return i
     raise ProtocolError(f"no item with id {item_id!r} in this conversation", "item_not_found", "item_id")
-RealtimeSession.find = _find
 
 @handles("conversation.item.create")
 async def on_item_create(self: RealtimeSession, e: dict):
@@ -532,21 +531,21 @@ async def on_item_truncate(self: RealtimeSession, e: dict):
     if not 0 <= ms <= total: raise ProtocolError(f"audio_end_ms must be from 0 to {int(total)} (the item's audio), got {ms}", "invalid_value", "audio_end_ms")
     await self.truncate(item, ms)
 
-async def _truncate(self: RealtimeSession, item: dict, ms: int):
+@patch
+async def truncate(self: RealtimeSession, item: dict, ms: int):
     sentences, total = self.spoken[item["id"]]
     self.spoken[item["id"]] = ([s for s in sentences if s[1] < ms], ms)
     for c in item["content"]:
         if c.get("type") == "output_audio": c["transcript"] = spoken_before(sentences, ms)
     await self.send(event("conversation.item.truncated", item_id=item["id"], content_index=0, audio_end_ms=int(ms)))
-RealtimeSession.truncate = _truncate
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #f3483e1b
 RESPONSE_FIELDS = ("instructions", "output_modalities", "max_output_tokens", "metadata", "conversation", "audio", "tools", "tool_choice")
 
-def _start(self: RealtimeSession, coro):
+@patch
+def start(self: RealtimeSession, coro):
     "Run a turn or response as the session's active task."
     self.cancel_reason, self.active = None, asyncio.ensure_future(coro)
-RealtimeSession.start = _start
 
 @handles("response.create")
 async def on_response_create(self: RealtimeSession, e: dict):
@@ -573,7 +572,8 @@ async def on_response_cancel(self: RealtimeSession, e: dict):
         raise ProtocolError(f"response {e['response_id']!r} is not the one in progress ({self.reply.id})", "invalid_value", "response_id")
     await self.cancel("client_cancelled")
 
-async def _cancel(self: RealtimeSession, reason: str):
+@patch
+async def cancel(self: RealtimeSession, reason: str):
     "Cancel the active turn or response, and wait until its last event is sent."
     task = self.active
     if task is None or task.done(): return
@@ -582,23 +582,23 @@ async def _cancel(self: RealtimeSession, reason: str):
     task.cancel()
     try: await task
     except BaseException: pass
-RealtimeSession.cancel = _cancel
 
-async def _turn(self: RealtimeSession, item: dict):
+@patch
+async def turn(self: RealtimeSession, item: dict):
     "A turn server VAD ended: answer once it is transcribed (nothing heard, no answer)."
     if await self.transcripts[item["id"]]: await self.respond({})
-RealtimeSession.turn = _turn
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #93cbed0d
-def _history(self: RealtimeSession, instructions: str) -> list[dict]:
+@patch
+def history(self: RealtimeSession, instructions: str) -> list[dict]:
     "The conversation as chat messages for the LLM."
     msgs = [{"role": "system", "content": instructions}] if instructions else []
     for it in self.items[-MAX_HISTORY_ITEMS:]:
         if it.get("type") == "message" and (text := item_text(it)): msgs.append({"role": it["role"], "content": text})
     return msgs
-RealtimeSession.history = _history
 
-def _response(self: RealtimeSession, r: Reply, status: str, output: list|None=None, details: dict|None=None) -> dict:
+@patch
+def response(self: RealtimeSession, r: Reply, status: str, output: list|None=None, details: dict|None=None) -> dict:
     "The `response` object of `response.created` / `response.done`."
     u = r.usage
     usage = None if status == "in_progress" else {
@@ -608,7 +608,6 @@ def _response(self: RealtimeSession, r: Reply, status: str, output: list|None=No
     return {"object": "realtime.response", "id": r.id, "status": status, "status_details": details, "output": output or [],
             "conversation_id": self.conversation_id, "output_modalities": r.modalities, "max_output_tokens": r.max_tokens,
             "audio": {"output": {"format": dict(PCM), "voice": r.voice}}, "usage": usage, "metadata": r.metadata}
-RealtimeSession.response = _response
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #558222b9
 def llm_worker(model, messages: list[dict], opts: dict, put, cancel: threading.Event):
@@ -631,15 +630,16 @@ def speak_sentence(model, text: str, opts: dict) -> tuple[list[str], float]:
     return pcm_deltas(x, sr), len(x)/sr
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #d0cd88eb
-def _new_reply(self: RealtimeSession, opts: dict) -> Reply:
+@patch
+def new_reply(self: RealtimeSession, opts: dict) -> Reply:
     "A reply with the session's settings, as `opts` (a `response.create`'s `response`) override them."
     cfg = self.config
     voice = ((opts.get("audio") or {}).get("output") or {}).get("voice") or cfg["audio"]["output"]["voice"]
     return Reply(opts.get("output_modalities") or cfg["output_modalities"], voice["id"] if isinstance(voice, dict) else voice,
                  opts.get("max_output_tokens", cfg["max_output_tokens"]), opts.get("metadata"))
-RealtimeSession.new_reply = _new_reply
 
-async def _respond(self: RealtimeSession, opts: dict, # a `response.create`'s `response`
+@patch
+async def respond(self: RealtimeSession, opts: dict, # a `response.create`'s `response`
                    r: Reply|None=None, # the reply (default: a new one, released at once)
                    draft: str|None=None, # a draft's user text: the reply is held back (`r.gate`) until the turn ends
                   ):
@@ -665,11 +665,10 @@ async def _respond(self: RealtimeSession, opts: dict, # a `response.create`'s `r
         status, details = "failed", {"type": "failed", "error": {"type": ae.type if ae else "server_error", "code": code}}
     finally: r.cancel.set()
     await self.finish(r, item, status, details)
-RealtimeSession.respond = _respond
-RealtimeSession.respond = _respond
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #8236580d
-async def _open(self: RealtimeSession, r: Reply, item: dict):
+@patch
+async def open(self: RealtimeSession, r: Reply, item: dict):
     "Once the reply is released: add its item to the conversation, announce the response."
     await r.gate.wait()
     prev = self.items[-1]["id"] if self.items else None
@@ -681,9 +680,9 @@ async def _open(self: RealtimeSession, r: Reply, item: dict):
     await self.send(event("response.content_part.added", response_id=r.id, item_id=item["id"], output_index=0, content_index=0,
                           part={"type": "audio", "transcript": ""} if r.audio else {"type": "text", "text": ""}))
     r.opened.set()
-RealtimeSession.open = _open
 
-async def _generate(self: RealtimeSession, r: Reply, item: dict, messages: list[dict]):
+@patch
+async def generate(self: RealtimeSession, r: Reply, item: dict, messages: list[dict]):
     "The LLM's reply, streamed as text deltas or as sentences of speech (computed at once, sent once the reply is released)."
     llm, tts = self.st.slots["llm"], self.st.slots["tts"]
     model, tts_model = llm.require(), (tts.require() if r.audio else None)
@@ -719,9 +718,9 @@ async def _generate(self: RealtimeSession, r: Reply, item: dict, messages: list[
         for t in (speaker, opener):
             if t and not t.done(): t.cancel()
     self.st.metrics.prompt_tokens.inc(r.usage.get("prompt_tokens", 0)); self.st.metrics.tokens.inc(r.usage.get("completion_tokens", 0))
-RealtimeSession.generate = _generate
 
-async def _speak(self: RealtimeSession, r: Reply, slot: ModelSlot, model, sentences: asyncio.Queue, ids: dict):
+@patch
+async def speak(self: RealtimeSession, r: Reply, slot: ModelSlot, model, sentences: asyncio.Queue, ids: dict):
     "Synthesize sentences in order as they come; send each one's transcript and audio once the reply is released."
     opts = {"voice": r.voice, **({"speed": s} if (s := self.config["audio"]["output"]["speed"]) != 1.0 else {})}
     while (s := await sentences.get()) is not None:
@@ -735,11 +734,10 @@ async def _speak(self: RealtimeSession, r: Reply, slot: ModelSlot, model, senten
             if r.first_audio is None: r.first_audio = time.monotonic()
             r.audio_ms += (len(d)*3//4 - d[-2:].count("="))//2*1000/RATE
         self.spoken[ids["item_id"]] = (r.sentences, r.audio_ms)
-RealtimeSession.speak = _speak
-RealtimeSession.speak = _speak
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #0651ed8b
-async def _finish(self: RealtimeSession, r: Reply, item: dict, status: str, details: dict|None):
+@patch
+async def finish(self: RealtimeSession, r: Reply, item: dict, status: str, details: dict|None):
     "Close a response's item and report `response.done` (on barge-in, truncate the item to what was played)."
     self.reply = None
     if item in self.items:
@@ -762,10 +760,10 @@ async def _finish(self: RealtimeSession, r: Reply, item: dict, status: str, deta
     await self.send(event("response.done", response=self.response(r, status, [item] if item in self.items else [], details)))
     if status == "cancelled" and self.cancel_reason == "turn_detected" and r.audio and r.first_audio is not None:
         await self.truncate(item, r.played_ms())
-RealtimeSession.finish = _finish
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #5d6dc639
-async def _run(self: RealtimeSession):
+@patch
+async def run(self: RealtimeSession):
     "Serve the connection until the client leaves or stays idle too long."
     await self.send(event("session.created", session=self.config))
     idle = self.settings.realtime_idle_timeout
@@ -782,9 +780,9 @@ async def _run(self: RealtimeSession):
             await self.send(error_event(ProtocolError("binary messages are not supported: send JSON events as text", "invalid_event")))
             continue
         await self.handle(msg["text"])
-RealtimeSession.run = _run
 
-async def _close(self: RealtimeSession):
+@patch
+async def close(self: RealtimeSession):
     "Stop everything the session started and free its audio."
     self.closed = True
     if self.reply: self.reply.cancel.set()
@@ -793,7 +791,6 @@ async def _close(self: RealtimeSession):
     for t in tasks: t.cancel()
     if tasks: await asyncio.gather(*tasks, return_exceptions=True)
     self.buffer, self.items, self.transcripts, self.spoken, self.detector = [], [], {}, {}, None
-RealtimeSession.close = _close
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #edb05a96
 KEY_PROTOCOL = "openai-insecure-api-key."
