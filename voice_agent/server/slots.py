@@ -17,10 +17,10 @@ from .errors import ApiError, ClientGone
 from .metrics import Metrics
 
 # %% auto #0
-__all__ = ['LABELS', 'KINDS', 'SERVES', 'DISABLED_NAMES', 'WHISPER_WIDTHS', 'GENERIC_DIRS', 'OPENAI_NAMES', 'ChatModel',
-           'Transcriber', 'Synthesizer', 'methods', 'ModelSlot', 'unless_left', 'default_loaders', 'model_setting',
-           'ServerState', 'call_model', 'ct2_variables', 'whisper_ct2_name', 'readable_id', 'model_names',
-           'resolve_model']
+__all__ = ['LABELS', 'KINDS', 'SERVES', 'DISABLED_NAMES', 'WARMUP_TEXT', 'WHISPER_WIDTHS', 'GENERIC_DIRS', 'OPENAI_NAMES',
+           'ChatModel', 'Transcriber', 'Synthesizer', 'methods', 'ModelSlot', 'unless_left', 'default_loaders',
+           'model_setting', 'ServerState', 'call_model', 'ct2_variables', 'whisper_ct2_name', 'readable_id',
+           'model_names', 'resolve_model']
 
 # %% ../../nbs/09f_server_slots.ipynb #8520d864
 @runtime_checkable
@@ -207,6 +207,7 @@ class ServerState:
                  loaders: dict|None=None, # {"llm"|"stt"|"tts": fn(settings) -> model} (both None: `default_loaders()`)
                 ):
         self.settings, self.metrics, self.draining, self.started = settings, Metrics(), False, time.time()
+        self.warming = False  # True while `warm_up` runs: not ready yet
         if models is None and loaders is None: loaders = default_loaders()
         models, loaders = models or {}, loaders or {}
         self.slots: dict[str, ModelSlot] = {}
@@ -226,7 +227,7 @@ class ServerState:
     def status(self) -> str:
         "ok, loading or degraded."
         states = [s.state for s in self.configured]
-        if any(x in ("pending", "loading") for x in states): return "loading"
+        if self.warming or any(x in ("pending", "loading") for x in states): return "loading"
         return "ok" if all(x == "ready" for x in states) else "degraded"
 
     def shutdown(self):
@@ -252,6 +253,7 @@ def load_all(self: ServerState):
             continue
         logger.info(f"✓ {s.label} ready: {s.name} on {s.info.get('device')} via {s.info.get('loading_strategy')} "
                     f"in {time.perf_counter()-t:.1f}s")
+    self.warm_up()
     ready = sum(s.state == "ready" for s in self.slots.values())
     logger.info(f"Model server {self.status()}: {ready} of {len(self.configured)} models ready after {time.perf_counter()-t0:.1f}s")
 
@@ -259,6 +261,30 @@ def load_all(self: ServerState):
 def start_loading(self: ServerState):
     "Load in a background thread, so the server answers `/health` while models load."
     if self.to_load: threading.Thread(target=self.load_all, daemon=True, name="voice_agent-loader").start()
+
+# %% ../../nbs/09f_server_slots.ipynb #3fe340b2
+WARMUP_TEXT = "Hello, I am ready to talk."
+
+@patch
+def warm_up(self: ServerState):
+    "Run each ready model once on its own thread, so the first request doesn't pay for first-run allocations: the TTS speaks `WARMUP_TEXT`, the STT hears that speech, the LLM makes one token."
+    ready = {k: s for k, s in self.slots.items() if s.state == "ready"}
+    if not self.settings.warmup or not ready: return
+    self.warming, t0, took, heard, speech = True, time.perf_counter(), {}, None, None
+    def on(kind, fn):  # on the slot's own thread: never beside a request
+        t = time.perf_counter()
+        try: return ready[kind]._executor.submit(fn).result(timeout=300)
+        finally: took[ready[kind].label] = f"{time.perf_counter()-t:.1f}s"
+    try:
+        if "tts" in ready: speech = on("tts", lambda: ready["tts"].model.synthesize_array(WARMUP_TEXT))
+        if "stt" in ready:
+            x, sr = speech if speech is not None else (0.1*np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
+            heard = on("stt", lambda: ready["stt"].model.transcribe(np.asarray(x, np.float32), sr))
+        if "llm" in ready: on("llm", lambda: ready["llm"].model.chat([{"role": "user", "content": "Hi"}], max_new_tokens=1))
+        logger.info(f"Warm-up done in {time.perf_counter()-t0:.1f}s ({', '.join(f'{k} {v}' for k, v in took.items())})"
+                    + (f"; the STT heard the TTS say {heard!r}" if speech is not None and heard is not None else ""))
+    except Exception as e: logger.warning(f"Warm-up failed after {time.perf_counter()-t0:.1f}s (the first requests may be slow): {one_line(e)}")
+    finally: self.warming = False
 
 # %% ../../nbs/09f_server_slots.ipynb #bf57bfb1
 async def call_model(slot: ModelSlot, method: str, *args,
