@@ -19,7 +19,7 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
-extras = {k: shlex.split(cfg.get(f'{k}_requirements', '')) for k in ('server', 'widgets', 'local')}
+extras = {k: shlex.split(cfg.get(f'{k}_requirements', '')) for k in ('server', 'widgets', 'local', 'ray')}
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), cfg['license'])
 
