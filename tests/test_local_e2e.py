@@ -83,7 +83,7 @@ def test_spoken_question_gets_a_spoken_answer(local):
     assert "Paris" in reply
     spoken = say(client, reply, voice="alloy")  # an OpenAI voice name: the client's default keeps working
     x, sr = sf.read(io.BytesIO(spoken))
-    assert sr == 22050 and len(x)/sr > 0.8 and np.abs(x).max() > 0.05
+    assert sr == 24000 and len(x)/sr > 0.8 and np.abs(x).max() > 0.05  # Piper's 22,050 Hz, sent at OpenAI's 24 kHz
     back = transcribe(client, spoken, "/v1/audio/transcriptions", "file")
     print(f"[turn] Piper's answer heard back: {back!r}")
     assert "paris" in back.lower()

@@ -4,13 +4,13 @@
 
 # %% ../nbs/04_audio.ipynb #32e14765
 from __future__ import annotations
-import io, math, re
+import io, math, re, struct
 from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['RATE_RANGE', 'MAX_CHANNELS', 'AudioError', 'to_mono', 'resample', 'check_audio_size', 'decode_audio', 'load_audio',
-           'wav_bytes', 'split_audio', 'split_sentences']
+__all__ = ['RATE_RANGE', 'MAX_CHANNELS', 'UNKNOWN_SIZE', 'AudioError', 'to_mono', 'resample', 'check_audio_size', 'decode_audio',
+           'load_audio', 'pcm16', 'wav_header', 'wav_bytes', 'split_audio', 'split_sentences']
 
 # %% ../nbs/04_audio.ipynb #67197360
 class AudioError(ValueError):
@@ -100,14 +100,29 @@ def load_audio(audio, # a path, bytes, a file-like object, or a numpy array (the
     return resample(mono, sr, target_sr)
 
 # %% ../nbs/04_audio.ipynb #d0c978dc
-def wav_bytes(x: np.ndarray, # mono float samples in [-1, 1]
+def pcm16(x: np.ndarray, # float samples; anything past ±1.0 is clipped, never wrapped
+         ) -> np.ndarray: # int16 little-endian ("<i2"), scaled by 32767
+    "Float samples as 16-bit PCM, clipped to [-1, 1] before the conversion."
+    return np.rint(np.clip(np.asarray(x, dtype=np.float32), -1, 1)*32767).astype("<i2")
+
+UNKNOWN_SIZE = 0xFFFFFFFF  # a streamed WAV's RIFF and data sizes: the length is not known yet
+
+def wav_header(sample_rate: int, # the rate
+               frames: int|None=None, # samples that follow; None for a stream of unknown length
+              ) -> bytes: # the 44-byte header of a 16-bit mono PCM WAV
+    "The header of a 16-bit mono WAV file, sized for `frames` samples or marked as a stream."
+    data = UNKNOWN_SIZE if frames is None else 2*int(frames)
+    riff = UNKNOWN_SIZE if frames is None else 36 + data
+    sr = int(sample_rate)
+    return (b"RIFF" + struct.pack("<I", riff) + b"WAVE" + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sr, 2*sr, 2, 16)
+            + b"data" + struct.pack("<I", data))
+
+def wav_bytes(x: np.ndarray, # mono float samples (clipped to [-1, 1])
               sample_rate: int, # their rate
              ) -> bytes: # a 16-bit PCM WAV file
     "Encode samples as a WAV file in memory."
-    import soundfile as sf
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(x, dtype=np.float32), -1, 1), int(sample_rate), format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+    pcm = pcm16(np.asarray(x).reshape(-1))
+    return wav_header(sample_rate, len(pcm)) + pcm.tobytes()
 
 # %% ../nbs/04_audio.ipynb #c9587259
 def split_audio(x: np.ndarray, # mono samples

@@ -6,10 +6,11 @@
 from __future__ import annotations
 import mimetypes, os, tempfile, threading, time
 from pathlib import Path
+from typing import Iterator
 import httpx
 from pydantic import ValidationError
 from .config import Settings, get_settings, logger
-from .schemas import GenerateRequest, TTSRequest, describe_validation_errors
+from .schemas import GenerateRequest, SpeechRequest, TTSRequest, describe_validation_errors
 
 # %% auto #0
 __all__ = ['RETRY_ON', 'ModelServerError', 'error_from_response', 'ModelClient', 'default_client', 'generate_remote_reply',
@@ -74,12 +75,13 @@ class ModelClient:
     def request(self, method: str, # "GET" or "POST"
                 path: str, # e.g. "/generate"
                 retries: int|None=None, # override `self.retries`
+                stream: bool=False, # return before the body is read (the caller reads it, then closes the response)
                 **kw) -> httpx.Response: # a successful (2xx) response
         "Send one request, retrying only connection failures; raise `ModelServerError` for anything else."
         n = self.retries if retries is None else retries
         where = f"{self.url}{path}"
         for i in range(n + 1):
-            try: r = self.http.request(method, path, **kw)
+            try: r = self.http.send(self.http.build_request(method, path, **kw), stream=stream)
             except RETRY_ON as e:
                 if i < n:
                     logger.debug(f"model server at {self.url} not reachable ({e}); retry {i+1}/{n}")
@@ -91,7 +93,9 @@ class ModelClient:
                                        f"({type(e).__name__}). Raise MODEL_SERVER_TIMEOUT, or ask for less work.", url=where) from None
             except httpx.HTTPError as e:
                 raise ModelServerError(f"{method} {where} failed: {type(e).__name__}: {e}", url=where) from None
-            if r.status_code >= 400: raise error_from_response(r)
+            if r.status_code >= 400:
+                if stream: r.read(); r.close()
+                raise error_from_response(r)
             return r
 
     def close(self): self.http.close()
@@ -154,7 +158,26 @@ def _synthesize(self, text: str, # what to say
     Path(output_path).write_bytes(r.content)
     return str(output_path)
 
+def _stream_speech(self, text: str, # what to say
+                   voice: str|None=None, # a voice of the server's TTS model (default: its first)
+                   speed: float=1.0, # speaking rate, 0.25 to 4.0
+                   response_format: str="pcm", # pcm (raw 16-bit little-endian mono), wav, mp3, opus or flac; all at 24 kHz
+                  ) -> Iterator[bytes]: # the audio, in pieces as the server sends them
+    "Speak `text` with the server's TTS (`POST /v1/audio/speech`), yielding the audio as each sentence is made."
+    try: body = SpeechRequest(input=text, voice=voice, speed=speed, response_format=response_format)
+    except ValidationError as e: raise ValueError(f"invalid speech request: {describe_validation_errors(e.errors())[0]}") from None
+    r = self.request("POST", "/v1/audio/speech", stream=True,  # errors before the first byte are raised here, at the call
+                     json={"input": body.input, "response_format": body.response_format, **body.tts_options()})
+    def pieces():
+        try: yield from r.iter_bytes()
+        except httpx.HTTPError as e:
+            raise ModelServerError(f"the speech stream from {self.url} broke off ({type(e).__name__}: {e}): the TTS model "
+                                   "failed mid-reply or the connection dropped; the server log says which", url=str(r.url)) from None
+        finally: r.close()  # also when the caller stops early: the server then stops synthesizing
+    return pieces()
+
 ModelClient.generate, ModelClient.transcribe, ModelClient.synthesize = _generate, _transcribe, _synthesize
+ModelClient.stream_speech = _stream_speech
 
 # %% ../nbs/08_model_client.ipynb #9d44c37c
 _clients: dict = {}

@@ -10,13 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 from .llm import MAX_NEW_TOKENS_LIMIT, build_messages, stop_list, tool_choice_mode  # one definition each, shared with the in-process API
 
 # %% auto #0
-__all__ = ['MAX_STOP_SEQUENCES', 'Role', 'ModelState', 'FinishReason', 'SPEECH_FORMATS', 'TRANSCRIPTION_FORMATS',
-           'GenerationOptions', 'FunctionCall', 'MessageToolCall', 'ChatMessage', 'GenerateRequest', 'GenerateResponse',
+__all__ = ['MAX_STOP_SEQUENCES', 'Role', 'ModelState', 'FinishReason', 'SPEECH_FORMATS', 'STREAM_FORMATS',
+           'TRANSCRIPTION_FORMATS', 'TIMESTAMP_GRANULARITIES', 'TRANSCRIPTION_INCLUDES', 'GenerationOptions',
+           'FunctionCall', 'MessageToolCall', 'ChatMessage', 'GenerateRequest', 'GenerateResponse',
            'TranscriptionResponse', 'SpeechOptions', 'TTSRequest', 'AttemptInfo', 'ModelHealth', 'HealthResponse',
            'StreamOptions', 'FunctionDef', 'ToolDef', 'NamedFunction', 'NamedToolChoice', 'ChatCompletionRequest',
            'Usage', 'AssistantMessage', 'Choice', 'completion_id', 'ChatCompletion', 'FunctionDelta', 'ToolCallDelta',
-           'Delta', 'ChunkChoice', 'ChatCompletionChunk', 'ModelCard', 'ModelList', 'SpeechRequest',
-           'TranscriptionVerbose', 'ErrorDetail', 'ErrorResponse', 'describe_validation_errors']
+           'Delta', 'ChunkChoice', 'ChatCompletionChunk', 'ModelCard', 'ModelList', 'SpeechRequest', 'SpeechAudioDelta',
+           'SpeechAudioDone', 'TranscriptionWord', 'TranscriptionSegment', 'TranscriptionLogprob', 'TranscriptionJson',
+           'DurationUsage', 'TranscriptionVerbose', 'ErrorDetail', 'ErrorResponse', 'describe_validation_errors']
 
 # %% ../nbs/07_schemas.ipynb #34e76373
 MAX_STOP_SEQUENCES = 4
@@ -80,7 +82,7 @@ class ChatMessage(BaseModel):
     "One turn of a conversation; an assistant's turn may hold `tool_calls`, and a `tool` turn answers one (`tool_call_id`)."
     model_config = ConfigDict(extra="ignore")
     role: Role     # who spoke
-    content: str   # what was said (text parts are joined into one string; null is "")
+    content: str|list[dict]|None = ""  # what was said: a string or text parts (joined into one string); null or absent is "" (an assistant turn of tool calls)
     name: str|None = None  # the speaker's or the function's name
     tool_calls: list[MessageToolCall]|None = None  # the calls an assistant turn made
     tool_call_id: str|None = None  # the call a tool turn answers
@@ -164,6 +166,7 @@ class TTSRequest(SpeechOptions):
     "Body of `POST /tts`."
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     text: str = Field(min_length=1, description="what to say")
+    stream: bool = Field(False, description="send the WAV in chunks as each sentence is made (its header then says the length is unknown)")
 
     @field_validator("text", mode="after")
     @classmethod
@@ -245,6 +248,11 @@ class ChatCompletionRequest(BaseModel):
     parallel_tool_calls: bool|None = Field(None, description="false: one call at most (default true)")
     functions: list|None = Field(None, description="not supported (OpenAI's deprecated form): send tools")
     logprobs: Literal[False]|None = Field(None, description="not supported: false or absent (the schema says so, for fuzzers and SDKs)")
+    @field_validator("logprobs", mode="before")
+    @classmethod
+    def only_false(cls, v):
+        if v is not None and v is not False: raise ValueError(f"logprobs is not supported: send false or leave it out (got {v!r})")
+        return v
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -350,9 +358,6 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage|None = None
 
 # %% ../nbs/07_schemas.ipynb #f1903c76
-SPEECH_FORMATS = ("wav", "pcm", "flac", "mp3", "opus")
-TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json")
-
 class ModelCard(BaseModel):
     "One entry of `GET /v1/models`; `kind` and `state` are our additions."
     model_config = ConfigDict(protected_namespaces=())
@@ -367,12 +372,21 @@ class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
 
+# %% ../nbs/07_schemas.ipynb #aaf3867f
+SPEECH_FORMATS = ("wav", "pcm", "flac", "mp3", "opus")
+STREAM_FORMATS = ("audio", "sse")
+TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
+TIMESTAMP_GRANULARITIES = ("segment", "word")
+TRANSCRIPTION_INCLUDES = ("logprobs",)
+
 class SpeechRequest(SpeechOptions):
     "Body of `POST /v1/audio/speech`."
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, protected_namespaces=())
     model: str|None = None
     input: str = Field(min_length=1)
     response_format: str = "mp3"
+    stream_format: str = Field("audio", description="audio: the bytes, chunked as each sentence is made; sse: server-sent "
+                               "events `speech.audio.delta` (base64 audio) then `speech.audio.done`")
     instructions: str|None = None
 
     @field_validator("response_format", mode="after")
@@ -381,19 +395,70 @@ class SpeechRequest(SpeechOptions):
         if v not in SPEECH_FORMATS: raise ValueError(f"response_format {v!r} is not supported: use one of {', '.join(SPEECH_FORMATS)}")
         return v
 
+    @field_validator("stream_format", mode="after")
+    @classmethod
+    def check_stream_format(cls, v):
+        if v not in STREAM_FORMATS: raise ValueError(f"stream_format {v!r} is not supported: use audio or sse")
+        return v
+
     @field_validator("input", mode="after")
     @classmethod
     def not_blank(cls, v):
         if not v.strip(): raise ValueError("input must not be blank")
         return v
 
+class SpeechAudioDelta(BaseModel):
+    "A piece of speech, as `stream_format: sse` sends it."
+    type: Literal["speech.audio.delta"] = "speech.audio.delta"
+    audio: str  # base64 of the next bytes of the response_format's stream
+
+class SpeechAudioDone(BaseModel):
+    "The end of a `stream_format: sse` speech stream (no `usage`: a local voice counts no tokens)."
+    type: Literal["speech.audio.done"] = "speech.audio.done"
+
+class TranscriptionWord(BaseModel):
+    word: str
+    start: float
+    end: float
+    probability: float|None = None  # our addition: faster-whisper's confidence in the word
+
+class TranscriptionSegment(BaseModel):
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int] = []
+    temperature: float = 0.0
+    avg_logprob: float|None = None  # None where the backend does not compute it (transformers)
+    compression_ratio: float|None = None
+    no_speech_prob: float|None = None
+
+class TranscriptionLogprob(BaseModel):
+    "One entry of `logprobs` (`include[]=logprobs`): here a word, with the log of faster-whisper's probability for it."
+    token: str
+    logprob: float
+    bytes: list[int]
+
+class TranscriptionJson(BaseModel):
+    "Answer of `/v1/audio/transcriptions` with `response_format=json`."
+    text: str
+    logprobs: list[TranscriptionLogprob]|None = None
+
+class DurationUsage(BaseModel):
+    type: Literal["duration"] = "duration"
+    seconds: float
+
 class TranscriptionVerbose(BaseModel):
-    "Answer of `/v1/audio/transcriptions` with `response_format=verbose_json` (no segments)."
+    "Answer of `/v1/audio/transcriptions` with `response_format=verbose_json`."
     task: Literal["transcribe"] = "transcribe"
     language: str = "en"
     duration: float
     text: str
-    segments: list = []
+    segments: list[TranscriptionSegment]|None = None
+    words: list[TranscriptionWord]|None = None
+    logprobs: list[TranscriptionLogprob]|None = None
+    usage: DurationUsage|None = None
 
 # %% ../nbs/07_schemas.ipynb #bad41178
 class ErrorDetail(BaseModel):

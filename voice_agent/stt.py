@@ -4,14 +4,15 @@
 
 # %% ../nbs/06b_stt.ipynb #96f8359c
 from __future__ import annotations
-import re
+import re, zlib
 import numpy as np
 from .offline import ensure_model_exists  # re-exported: the seed's model modules each offered it
 from .audio import load_audio, split_audio
 from .loading import LoadedModel, Strategy, is_ctranslate2_dir
 
 # %% auto #0
-__all__ = ['SAMPLE_RATE', 'SILENCE_PEAK', 'WhisperSTT', 'is_multilingual', 'check_language', 'transcribe', 'word_accuracy']
+__all__ = ['SAMPLE_RATE', 'SILENCE_PEAK', 'WhisperSTT', 'is_multilingual', 'check_language', 'transcribe', 'transcribe_verbose',
+           'subtitles', 'word_accuracy']
 
 # %% ../nbs/06b_stt.ipynb #67f0d581
 SAMPLE_RATE = 16000
@@ -124,6 +125,72 @@ def transcribe(self: WhisperSTT, audio, # a path, bytes, file object, or an arra
     with self._lock: return run(self, x, language)
 
 WhisperSTT.transcribe = transcribe
+
+# %% ../nbs/06b_stt.ipynb #34792264
+def _ratio(text: str) -> float:
+    "The text's zlib compression ratio, as Whisper computes it (over 2.4: the decoder repeated itself)."
+    b = text.encode("utf-8")
+    return round(len(b)/len(zlib.compress(b)), 3) if b else 0.0
+
+def _segment(i: int, start: float, end: float, text: str, seek: int=0, tokens: list[int]|None=None, temperature: float=0.0,
+             avg_logprob: float|None=None, no_speech_prob: float|None=None) -> dict:
+    "One segment as OpenAI's `verbose_json` has it."
+    return {"id": i, "seek": int(seek), "start": round(float(start), 3), "end": round(float(end), 3), "text": text,
+            "tokens": list(tokens or []), "temperature": float(temperature), "compression_ratio": _ratio(text.strip()),
+            "avg_logprob": None if avg_logprob is None else round(float(avg_logprob), 4),
+            "no_speech_prob": None if no_speech_prob is None else round(float(no_speech_prob), 4)}
+
+def _faster_verbose(self: WhisperSTT, x: np.ndarray, language: str|None, words: bool) -> tuple[list[dict], list[dict], str]:
+    "Segments, words and the language from faster-whisper."
+    segs, info = self.backend["faster_whisper"].transcribe(x, language=language, beam_size=self.settings.stt_beam_size or 5,
+                                                           vad_filter=True, word_timestamps=words)
+    out, ws = [], []
+    for i, s in enumerate(segs):
+        out.append(_segment(i, s.start, s.end, s.text, s.seek, s.tokens, s.temperature, s.avg_logprob, s.no_speech_prob))
+        ws += [{"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3), "probability": round(w.probability, 4)}
+               for w in (s.words or [])]
+    return out, ws, info.language
+
+def transcribe_verbose(self: WhisperSTT, audio, # a path, bytes, file object, or an array (then give `sample_rate`)
+                       sample_rate: int|None=None, # the rate of an array input
+                       language: str|None=None, # e.g. "en"; None lets multilingual models detect it
+                       words: bool=False, # also time each word (faster-whisper only)
+                      ) -> dict: # {text, language, duration, segments, words (when asked)}
+    "Transcribe with timestamps: segments, and words when asked."
+    language = check_language(language, is_multilingual(self))
+    if words and self.strategy.name != "faster-whisper":
+        raise ValueError(f"word timestamps need faster-whisper: {self.model_name} is loaded with transformers "
+                         f"({self.strategy.name}); serve a CTranslate2 Whisper (e.g. Systran/faster-whisper-small) for them")
+    x = load_audio(audio, sample_rate, SAMPLE_RATE)
+    out = {"language": language or ("en" if not is_multilingual(self) else "unknown"), "duration": round(len(x)/SAMPLE_RATE, 3)}
+    if not len(x) or float(np.abs(x).max()) < SILENCE_PEAK: return {**out, "text": "", "segments": [], **({"words": []} if words else {})}
+    with self._lock:
+        if self.strategy.name == "faster-whisper":
+            segs, ws, out["language"] = _faster_verbose(self, x, language, words)
+        else:
+            pieces, run, t, segs = split_audio(x, SAMPLE_RATE, 30.0), {"manual": _manual, "pipeline": _pipeline}[self.strategy.name], 0, []
+            for p in pieces:
+                text = run(self, p, language)
+                if text: segs.append(_segment(len(segs), t/SAMPLE_RATE, (t + len(p))/SAMPLE_RATE, " " + text, seek=t//160))
+                t += len(p)
+    text = " ".join(s["text"].strip() for s in segs).strip()
+    return {**out, "text": text, "segments": segs, **({"words": ws} if words else {})}
+
+WhisperSTT.transcribe_verbose = transcribe_verbose
+
+def _stamp(t: float, sep: str) -> str:
+    ms = int(round(t*1000)); h, ms = divmod(ms, 3600_000); m, ms = divmod(ms, 60_000); s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+def subtitles(segments: list[dict], # segments with start, end and text
+              fmt: str="srt", # "srt" or "vtt"
+             ) -> str: # the subtitle file's text
+    "Segments as SubRip (SRT) or WebVTT subtitles."
+    if fmt not in ("srt", "vtt"): raise ValueError(f"subtitle format {fmt!r}: use srt or vtt")
+    sep = "," if fmt == "srt" else "."
+    cues = [(f"{i+1}\n" if fmt == "srt" else "") + f"{_stamp(s['start'], sep)} --> {_stamp(s['end'], sep)}\n{s['text'].strip()}\n"
+            for i, s in enumerate(segments)]
+    return ("WEBVTT\n\n" if fmt == "vtt" else "") + "\n".join(cues)
 
 # %% ../nbs/06b_stt.ipynb #0f5ac04e
 def word_accuracy(reference: str, # what was said

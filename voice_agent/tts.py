@@ -273,16 +273,27 @@ def stream_sentences(self: Dia2TTS, text: str, # what to say
     return gen()
 
 @patch
+def synthesize_stream(self: Dia2TTS, text: str, # what to say
+                      voice: str|None=None, # a voice of `voices()`, an alias, one of OpenAI's names, or None for the default
+                      speed: float=1.0, # speaking rate, 0.25 to 4.0 (Piper and VITS; other models take only 1.0)
+                     ) -> Iterator[tuple[np.ndarray, int]]: # (waveform, sample rate) per sentence, the pause before it included
+    "`synthesize_array` in pieces, a sentence at a time as each is made; closing the iterator stops synthesis."
+    sentences = self.stream_sentences(text, voice=voice, speed=speed)  # checks the arguments now
+    def gen():
+        try:
+            for i, (wav, sr) in enumerate(sentences):
+                yield (np.concatenate([np.zeros(int(self.silence_s/float(speed)*sr), np.float32), wav]) if i else wav), sr
+        finally: sentences.close()
+    return gen()
+
+@patch
 def synthesize_array(self: Dia2TTS, text: str, # what to say
                      voice: str|None=None, # a voice of `voices()`, an alias, one of OpenAI's names, or None for the default
                      speed: float=1.0, # speaking rate, 0.25 to 4.0 (Piper and VITS; other models take only 1.0)
                     ) -> tuple[np.ndarray, int]: # the whole waveform (float32, mono) and its sample rate
     "Synthesize `text` into one waveform, with a pause between sentences."
-    pieces, sr = [], None
-    for wav, sr in self.stream_sentences(text, voice=voice, speed=speed):
-        if pieces: pieces.append(np.zeros(int(self.silence_s/float(speed)*sr), np.float32))
-        pieces.append(wav)
-    return np.concatenate(pieces), sr
+    pieces = list(self.synthesize_stream(text, voice=voice, speed=speed))
+    return np.concatenate([w for w, _ in pieces]), pieces[-1][1]
 
 @patch
 def synthesize(self: Dia2TTS, text: str, # what to say

@@ -8,12 +8,12 @@ import asyncio, io
 import numpy as np
 from fastapi import UploadFile
 from ..config import Settings
-from ..audio import AudioError, load_audio, resample, wav_bytes
+from ..audio import AudioError, load_audio, pcm16, resample, wav_bytes, wav_header
 from .errors import ApiError
 
 # %% auto #0
-__all__ = ['AUDIO_TYPES', 'BODY_SLACK', 'SPEECH_MEDIA_TYPES', 'MP3_RATES', 'OPUS_RATES', 'upload_body_limit', 'read_upload',
-           'decode_upload', 'encode_audio', 'audio_responses']
+__all__ = ['AUDIO_TYPES', 'BODY_SLACK', 'SPEECH_MEDIA_TYPES', 'SPEECH_RATE', 'STREAMED_FORMATS', 'upload_body_limit',
+           'read_upload', 'decode_upload', 'encode_audio', 'audio_responses', 'SpeechEncoder']
 
 # %% ../../nbs/09d_server_audio_io.ipynb #7c2e55b2
 AUDIO_TYPES = ("audio/", "video/", "application/octet-stream", "application/ogg", "binary/octet-stream")
@@ -50,30 +50,97 @@ async def decode_upload(data: bytes, # the uploaded file
 
 # %% ../../nbs/09d_server_audio_io.ipynb #408fdea8
 SPEECH_MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac", "mp3": "audio/mpeg", "opus": "audio/ogg"}
-MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+SPEECH_RATE = 24000  # OpenAI's speech formats are 24 kHz mono
+
+def _at_rate(x: np.ndarray, sr: int, rate: int|None) -> np.ndarray:
+    "Mono float32 at `rate` (None: as it is), clipped to [-1, 1] after resampling."
+    x = np.asarray(x, dtype=np.float32).reshape(-1)
+    return np.clip(resample(x, int(sr), int(rate)) if rate else x, -1, 1)
 
 def encode_audio(x: np.ndarray, # mono float samples
                  sr: int, # their rate
                  fmt: str="wav", # wav, pcm, flac, mp3 or opus
+                 rate: int|None=SPEECH_RATE, # the rate sent (None: `sr`, e.g. the seed's /tts WAV)
                 ) -> tuple[bytes, str]: # the encoded bytes and their media type
-    "Encode speech as OpenAI's `/v1/audio/speech` formats (pcm: raw 16-bit little-endian mono at 24 kHz)."
+    "Encode a whole clip in one of OpenAI's `/v1/audio/speech` formats (pcm: raw 16-bit little-endian mono)."
     import soundfile as sf
-    x = np.clip(np.asarray(x, dtype=np.float32), -1, 1)
+    if fmt not in SPEECH_MEDIA_TYPES: raise ValueError(f"unsupported audio format {fmt!r}: use one of {', '.join(SPEECH_MEDIA_TYPES)}")
+    x, sr = _at_rate(x, sr, rate), int(rate or sr)
     if fmt == "wav": return wav_bytes(x, sr), "audio/wav"
-    if fmt == "pcm": return (resample(x, sr, 24000)*32767).astype("<i2").tobytes(), "audio/pcm"
+    if fmt == "pcm": return pcm16(x).tobytes(), "audio/pcm"
     buf = io.BytesIO()
-    if fmt == "flac": sf.write(buf, x, sr, format="FLAC"); return buf.getvalue(), "audio/flac"
-    if fmt == "mp3":
-        if sr not in MP3_RATES: x, sr = resample(x, sr, 24000), 24000
-        sf.write(buf, x, sr, format="MP3"); return buf.getvalue(), "audio/mpeg"
-    if fmt == "opus":
-        if sr not in OPUS_RATES: x, sr = resample(x, sr, 24000), 24000
-        sf.write(buf, x, sr, format="OGG", subtype="OPUS"); return buf.getvalue(), "audio/ogg"
-    raise ValueError(f"unsupported audio format {fmt!r}")
+    sf.write(buf, x, sr, **_SF_FORMATS[fmt])
+    return buf.getvalue(), SPEECH_MEDIA_TYPES[fmt]
+
+_SF_FORMATS = {"flac": {"format": "FLAC"}, "opus": {"format": "OGG", "subtype": "OPUS"},
+               "mp3": {"format": "MP3", "bitrate_mode": "CONSTANT", "compression_level": 0.5}}  # 80 kbit/s at 24 kHz
 
 def audio_responses(*fmts: str, # formats from `SPEECH_MEDIA_TYPES`
                     description: str="Speech audio") -> dict:
     "OpenAPI `responses` for a 200 that is audio in one of `fmts`."
     return {200: {"description": description,
                   "content": {SPEECH_MEDIA_TYPES[f]: {"schema": {"type": "string", "format": "binary"}} for f in fmts}}}
+
+# %% ../../nbs/09d_server_audio_io.ipynb #834f46cf
+STREAMED_FORMATS = ("pcm", "wav", "mp3", "opus")  # flac is sent whole, at the end
+
+class _Sink:
+    "A file object for libsndfile that keeps every byte and hands on those appended since the last `take`."
+    def __init__(self): self.buf, self.pos, self.sent = bytearray(), 0, 0
+    def write(self, b) -> int:
+        b = bytes(b); self.buf[self.pos:self.pos+len(b)] = b; self.pos += len(b); return len(b)
+    def seek(self, offset: int, whence: int=0) -> int:
+        self.pos = offset if whence == 0 else self.pos + offset if whence == 1 else len(self.buf) + offset
+        return self.pos
+    def tell(self) -> int: return self.pos
+    def read(self, n: int=-1) -> bytes:
+        out = bytes(self.buf[self.pos:None if n < 0 else self.pos + n]); self.pos += len(out); return out
+    def take(self) -> bytes:
+        "The bytes appended since the last call (a rewrite of bytes already taken, such as a header's totals, is not sent again)."
+        out = bytes(self.buf[self.sent:]); self.sent = len(self.buf); return out
+
+class SpeechEncoder:
+    "Encode speech piece by piece in one format: `feed` returns the bytes ready to send, `close` the rest."
+    def __init__(self, fmt: str, # wav, pcm, mp3, opus (streamed) or flac (whole, from `close`)
+                 rate: int|None=SPEECH_RATE, # the rate sent (None: the first piece's)
+                ):
+        if fmt not in SPEECH_MEDIA_TYPES: raise ValueError(f"unsupported audio format {fmt!r}: use one of {', '.join(SPEECH_MEDIA_TYPES)}")
+        self.fmt, self.rate, self.media_type = fmt, rate, SPEECH_MEDIA_TYPES[fmt]
+        self.frames, self._in, self._file, self._sink, self._whole = 0, 0, None, None, []
+
+    @property
+    def streams(self) -> bool: return self.fmt in STREAMED_FORMATS
+
+    def _start(self) -> bytes:
+        "The bytes that open the stream."
+        if self.fmt == "wav": return wav_header(self.rate)
+        if self.fmt in ("mp3", "opus"):
+            import soundfile as sf
+            self._sink = _Sink()
+            self._file = sf.SoundFile(self._sink, "w", self.rate, 1, **_SF_FORMATS[self.fmt])
+        return b""
+
+    def feed(self, x: np.ndarray, # mono float samples
+             sr: int, # their rate
+            ) -> bytes: # what can be sent now (may be empty)
+        "Encode one piece."
+        if self.rate is None: self.rate = int(sr)
+        head = self._start() if self._in == 0 else b""
+        x = np.asarray(x, dtype=np.float32).reshape(-1)
+        if self._in and sr != self._sr: self._in = self._in*sr/self._sr  # a voice of another rate: the timeline goes on
+        y, self._sr, self._in = _at_rate(x, sr, self.rate), sr, self._in + len(x)
+        n = round(self._in*self.rate/sr) - self.frames  # on the whole clip's timeline: no drift of a sample a piece
+        y = y[:n] if len(y) >= n else np.concatenate([y, np.zeros(n - len(y), np.float32)])
+        self.frames += len(y)
+        if self.fmt in ("wav", "pcm"): return head + pcm16(y).tobytes()
+        if self.fmt == "flac": self._whole.append(y); return b""
+        self._file.write(y)
+        return head + self._sink.take()
+
+    def close(self) -> bytes: # the rest: the encoder's last frames, or the whole FLAC file
+        "Finish the stream."
+        if self.fmt == "flac":
+            return encode_audio(np.concatenate(self._whole), self.rate, "flac", rate=None)[0] if self._whole else b""
+        if self._file is None: return b""
+        self._file.close(); self._file = None
+        return self._sink.take()

@@ -95,15 +95,33 @@ class FakeSTT:
     def transcribe(self, audio, sample_rate=None, language=None) -> str:
         self.calls += 1
         return f"{len(audio)/sample_rate:.1f} seconds" + (f" in {language}" if language else "")
+    def transcribe_verbose(self, audio, sample_rate=None, language=None, words=False) -> dict:
+        "One segment, the whole clip; with `words`, the words spread evenly over it."
+        text, d = self.transcribe(audio, sample_rate, language), round(len(audio)/sample_rate, 3)
+        seg = {"id": 0, "seek": 0, "start": 0.0, "end": d, "text": " " + text, "tokens": [1, 2], "temperature": 0.0,
+               "avg_logprob": -0.25, "compression_ratio": 1.0, "no_speech_prob": 0.01}
+        ws, out = text.split(), {"text": text, "language": language or "en", "duration": d, "segments": [seg]}
+        if words: out["words"] = [{"word": w, "start": round(i*d/len(ws), 3), "end": round((i+1)*d/len(ws), 3), "probability": 0.9}
+                                  for i, w in enumerate(ws)]
+        return out
     def info(self) -> dict: return {"name": self.model_name, "device": "cpu", "loading_strategy": "fake", "type": "manual", "attempts": []}
 
 class FakeTTS:
-    "A 16 kHz tone, 0.1 s per character at speed 1; voices `a` and `b`, OpenAI's `alloy` speaks as `a`."
+    "A 16 kHz tone, 0.1 s per character at speed 1, a sentence at a time (`delay` seconds each); voices `a` and `b`, OpenAI's `alloy` speaks as `a`."
     model_name = "fake-tts"
-    def synthesize_array(self, text, voice=None, speed=1.0) -> tuple[np.ndarray, int]:
+    def __init__(self, delay: float=0.0): self.delay, self.sentences = delay, 0  # seconds per sentence; sentences made
+    def synthesize_stream(self, text, voice=None, speed=1.0):
+        "The tone sentence by sentence (arguments checked at the call); closing it stops."
         if not text.strip(): raise ValueError("text must not be empty")
         if voice not in (None, "a", "b", "alloy"): raise ValueError(f"unknown voice {voice!r}: this model has a, b")
-        return (0.2*np.sin(np.arange(int(1600*len(text)/speed))/3)).astype(np.float32), 16000
+        def gen():
+            for s in [p for p in re.findall(r".*?(?:[.!?]+\s*|$)", text) if p]:
+                if self.delay: time.sleep(self.delay)
+                self.sentences += 1
+                yield (0.2*np.sin(np.arange(int(1600*len(s)/speed))/3)).astype(np.float32), 16000
+        return gen()
+    def synthesize_array(self, text, voice=None, speed=1.0) -> tuple[np.ndarray, int]:
+        return np.concatenate([w for w, _ in self.synthesize_stream(text, voice, speed)]), 16000
     def info(self) -> dict: return {"name": self.model_name, "device": "cpu", "loading_strategy": "fake", "type": "manual", "attempts": []}
 
 def fakes(**kw) -> dict:

@@ -4,48 +4,99 @@
 
 # %% ../../../nbs/09k_server_audio.ipynb #00a08a49
 from __future__ import annotations
-import asyncio
+import math
 from fastapi import APIRouter, File, Form, Security, UploadFile
 from fastapi.responses import PlainTextResponse, Response
-from ...schemas import SPEECH_FORMATS, TRANSCRIPTION_FORMATS, SpeechRequest, TranscriptionResponse, TranscriptionVerbose
-from ..audio_io import audio_responses, decode_upload, encode_audio, read_upload
+from ...schemas import (SPEECH_FORMATS, TIMESTAMP_GRANULARITIES, TRANSCRIPTION_FORMATS, TRANSCRIPTION_INCLUDES, DurationUsage,
+    SpeechRequest, TranscriptionJson, TranscriptionLogprob, TranscriptionVerbose)
+from ...stt import subtitles
+from ..audio_io import SPEECH_RATE, audio_responses, decode_upload, read_upload
 from ..deps import STT, TTS, ClientLeft, LimitedRoute, Server, access
 from ..errors import ApiError, error_responses
 from ..generation import check_text
-from ..slots import call_model
+from ..slots import ModelSlot, call_model
+from ..speech import stream_speech
 
 # %% auto #0
-__all__ = ['router', 'TRANSCRIPTION_DOC', 'transcriptions', 'speech']
+__all__ = ['router', 'TRANSCRIPTION_DOC', 'SPEECH_DOC', 'check_transcription_options', 'transcribe_detail', 'word_logprobs',
+           'transcriptions', 'speech']
 
 # %% ../../../nbs/09k_server_audio.ipynb #ef0d08b0
 router = APIRouter(tags=["openai"], route_class=LimitedRoute, dependencies=[Security(access)],
                    responses=error_responses(401, 403, 500, 503))
 
-TRANSCRIPTION_DOC = {"description": "`{text}` (json), the text alone (text), or with language and duration (verbose_json)",
+TRANSCRIPTION_DOC = {"description": "`{text}` (json, with `logprobs` when asked), the text alone (text), segments and words "
+                                    "(verbose_json), or subtitles (srt, vtt)",
                      "content": {"text/plain": {"schema": {"type": "string"}}}}
 
-@router.post("/v1/audio/transcriptions", response_model=TranscriptionResponse|TranscriptionVerbose, responses={200: TRANSCRIPTION_DOC})
+def _refuse(message: str, param: str) -> ApiError: return ApiError(400, message, code="invalid_value", param=param)
+
+def check_transcription_options(fmt: str, # response_format
+                                granularities: list[str], # timestamp_granularities[]
+                                include: list[str], # include[]
+                               ):
+    "Refuse what OpenAI refuses, saying what to send instead."
+    if fmt not in TRANSCRIPTION_FORMATS:
+        raise _refuse(f"response_format {fmt!r} is not supported: use one of {', '.join(TRANSCRIPTION_FORMATS)}", "response_format")
+    if bad := [g for g in granularities if g not in TIMESTAMP_GRANULARITIES]:
+        raise _refuse(f"timestamp_granularities[] {bad[0]!r} is not supported: use segment and/or word", "timestamp_granularities[]")
+    if granularities and fmt != "verbose_json":
+        raise _refuse(f"timestamp_granularities[] needs response_format=verbose_json (not {fmt})", "timestamp_granularities[]")
+    if bad := [i for i in include if i not in TRANSCRIPTION_INCLUDES]:
+        raise _refuse(f"include[] {bad[0]!r} is not supported: only logprobs is", "include[]")
+    if include and fmt not in ("json", "verbose_json"):
+        raise _refuse(f"include[]=logprobs comes with response_format json or verbose_json, not {fmt}", "include[]")
+
+async def transcribe_detail(slot: ModelSlot, x, words: bool, client_left=None, **kw) -> dict:
+    "The model's `transcribe_verbose`; a model with only `transcribe` gives one segment, and no words."
+    if hasattr(slot.require(), "transcribe_verbose"):
+        return await call_model(slot, "transcribe_verbose", x, 16000, client_left=client_left, words=words, **kw)
+    if words: raise ApiError(400, f"STT: the model {slot.name} gives no word timestamps or probabilities", code="invalid_value")
+    text, d = await call_model(slot, "transcribe", x, 16000, client_left=client_left, **kw), round(len(x)/16000, 3)
+    return {"text": text, "language": kw.get("language") or "unknown", "duration": d,
+            "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": d, "text": " " + text}] if text else []}
+
+def word_logprobs(words: list[dict]) -> list[TranscriptionLogprob]:
+    "Words with their probabilities as OpenAI's `logprobs` entries."
+    return [TranscriptionLogprob(token=w["word"], logprob=round(math.log(max(w["probability"], 1e-12)), 4), bytes=list(w["word"].encode()))
+            for w in words]
+
+@router.post("/v1/audio/transcriptions", response_model=TranscriptionJson|TranscriptionVerbose, response_model_exclude_none=True,
+             responses={200: TRANSCRIPTION_DOC})
 async def transcriptions(st: Server, slot: STT, left: ClientLeft,
                          file: UploadFile = File(..., description="the speech: WAV, FLAC, OGG or MP3"),
                          model: str|None = Form(None), language: str|None = Form(None), prompt: str|None = Form(None),
-                         response_format: str = Form("json", description="json, text or verbose_json"),
-                         temperature: float|None = Form(None, ge=0, le=1)):
-    "OpenAI transcription: multipart `file` (+ `model`, `language`, `response_format` json|text|verbose_json)."
-    if response_format not in TRANSCRIPTION_FORMATS:
-        raise ApiError(400, f"response_format {response_format!r} is not supported: use one of {', '.join(TRANSCRIPTION_FORMATS)}",
-                       code="invalid_value", param="response_format")
+                         response_format: str = Form("json", description="json, text, verbose_json, srt or vtt"),
+                         temperature: float|None = Form(None, ge=0, le=1),
+                         timestamp_granularities: list[str]|None = Form(None, alias="timestamp_granularities[]",
+                                                                        description="segment and/or word (verbose_json)"),
+                         include: list[str]|None = Form(None, alias="include[]", description="logprobs (json, verbose_json)")):
+    "OpenAI transcription: multipart `file` (+ `model`, `language`, `response_format`, `timestamp_granularities[]`, `include[]`)."
+    grans, include = timestamp_granularities or [], include or []
+    check_transcription_options(response_format, grans, include)
     x = await decode_upload(await read_upload(file, st.settings, "file"), "file", st.settings)
-    text = await call_model(slot, "transcribe", x, 16000, client_left=left, **({"language": language} if language else {}))
+    kw = {"language": language} if language else {}
+    if response_format in ("json", "text") and not include:
+        text = await call_model(slot, "transcribe", x, 16000, client_left=left, **kw)
+        st.metrics.audio_in.inc(len(x)/16000)
+        return PlainTextResponse(text) if response_format == "text" else TranscriptionJson(text=text)
+    v = await transcribe_detail(slot, x, "word" in grans or bool(include), left, **kw)
     st.metrics.audio_in.inc(len(x)/16000)
-    if response_format == "text": return PlainTextResponse(text)
-    if response_format == "verbose_json": return TranscriptionVerbose(language=language or "en", duration=round(len(x)/16000, 3), text=text)
-    return TranscriptionResponse(text=text)
+    if response_format in ("srt", "vtt"): return PlainTextResponse(subtitles(v["segments"], response_format))
+    logprobs = word_logprobs(v["words"]) if include else None
+    if response_format == "json": return TranscriptionJson(text=v["text"], logprobs=logprobs)
+    return TranscriptionVerbose(language=v["language"], duration=v["duration"], text=v["text"], logprobs=logprobs,
+                                segments=v["segments"] if "segment" in grans or not grans else None,
+                                words=v["words"] if "word" in grans else None, usage=DurationUsage(seconds=v["duration"]))
 
-@router.post("/v1/audio/speech", response_class=Response, response_model=None, responses=audio_responses(*SPEECH_FORMATS))
+# %% ../../../nbs/09k_server_audio.ipynb #dda4e5c7
+SPEECH_DOC = audio_responses(*SPEECH_FORMATS, description="Speech audio, chunked as each sentence is made; with `stream_format: sse`, "
+                             "`data: {\"type\": \"speech.audio.delta\", \"audio\": <base64>}` events, then `speech.audio.done`")
+SPEECH_DOC[200]["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+
+@router.post("/v1/audio/speech", response_class=Response, response_model=None, responses=SPEECH_DOC)
 async def speech(req: SpeechRequest, st: Server, slot: TTS, left: ClientLeft) -> Response:
-    "OpenAI speech: `{model, input, voice, response_format, speed}` -> audio (wav, pcm, flac, mp3 or opus)."
+    "OpenAI speech: `{model, input, voice, response_format, speed, stream_format}` -> audio (wav, pcm, flac, mp3 or opus), streamed."
     check_text(len(req.input), st.settings, "input")
-    x, sr = await call_model(slot, "synthesize_array", req.input, client_left=left, **req.tts_options())
-    st.metrics.audio_out.inc(len(x)/sr)
-    data, media = await asyncio.to_thread(encode_audio, x, sr, req.response_format)
-    return Response(data, media_type=media)
+    return await stream_speech(slot, req.input, req.tts_options(), req.response_format, SPEECH_RATE,
+                               sse=req.stream_format == "sse", client_left=left, on_audio=st.metrics.audio_out.inc)

@@ -14,6 +14,7 @@ from ..deps import LLM, STT, TTS, ClientLeft, LimitedRoute, Server, access
 from ..errors import error_responses
 from ..generation import check_text, cut_at_stop, llm_options
 from ..slots import call_model
+from ..speech import stream_speech
 
 # %% auto #0
 __all__ = ['router', 'generate', 'stt', 'tts']
@@ -39,10 +40,14 @@ async def stt(st: Server, slot: STT, left: ClientLeft,
     st.metrics.audio_in.inc(len(x)/16000)
     return TranscriptionResponse(text=text)
 
-@router.post("/tts", response_class=Response, response_model=None, responses=audio_responses("wav", description="WAV audio"))
+@router.post("/tts", response_class=Response, response_model=None,
+             responses=audio_responses("wav", description="WAV audio at the voice's rate; with `stream: true`, chunked as each "
+                                       "sentence is made, its header's sizes `0xFFFFFFFF` (unknown length)"))
 async def tts(body: TTSRequest, st: Server, slot: TTS, left: ClientLeft) -> Response:
-    "The seed's speech: `{text, voice?, speed?}` -> WAV bytes."
+    "The seed's speech: `{text, voice?, speed?, stream?}` -> WAV bytes (streamed with `stream: true`)."
     check_text(len(body.text), st.settings)
+    if body.stream:
+        return await stream_speech(slot, body.text, body.tts_options(), "wav", rate=None, client_left=left, on_audio=st.metrics.audio_out.inc)
     x, sr = await call_model(slot, "synthesize_array", body.text, client_left=left, **body.tts_options())
     st.metrics.audio_out.inc(len(x)/sr)
     return Response(await asyncio.to_thread(wav_bytes, x, sr), media_type="audio/wav")
