@@ -14,8 +14,9 @@ from ..loading import one_line
 from ..schemas import ErrorResponse, describe_validation_errors
 
 # %% auto #0
-__all__ = ['REFUSAL', 'ERROR_DESCRIPTIONS', 'ApiError', 'error_response', 'ClientGone', 'BodyRefused', 'body_kind',
-           'upload_fields', 'error_responses', 'drop_validation_422', 'allowed_methods', 'install_error_handlers']
+__all__ = ['REFUSAL', 'ERROR_DESCRIPTIONS', 'SSE_EVENT_SCHEMA', 'ApiError', 'error_response', 'ClientGone', 'BodyRefused',
+           'body_kind', 'upload_fields', 'error_responses', 'drop_validation_422', 'allowed_methods',
+           'install_error_handlers']
 
 # %% ../../nbs/09a_server_errors.ipynb #173d9e8f
 class ApiError(Exception):
@@ -75,6 +76,10 @@ ERROR_DESCRIPTIONS = {
     500: "The model failed",
     503: "The model is loading, failed, not served, busy (with Retry-After), or the server is shutting down",
 }
+
+SSE_EVENT_SCHEMA = {"type": "object", "required": ["data"], "description": "one server-sent event (OpenAPI 3.1: the schema of each event)",
+                    "properties": {"data": {"type": "string", "description": "a JSON object (or `[DONE]` ending a chat stream)"},
+                                   "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0}}}
 
 def error_responses(*statuses: int) -> dict:
     "OpenAPI `responses` for `statuses`, each with OpenAI's error body."

@@ -12,9 +12,9 @@ from ...schemas import (SPEECH_FORMATS, TIMESTAMP_GRANULARITIES, TRANSCRIPTION_F
 from ...stt import subtitles
 from ..audio_io import SPEECH_RATE, audio_responses, decode_upload, read_upload
 from ..deps import STT, TTS, ClientLeft, LimitedRoute, Server, access
-from ..errors import ApiError, error_responses
+from ..errors import SSE_EVENT_SCHEMA, ApiError, error_responses
 from ..generation import check_text
-from ..slots import ModelSlot, call_model
+from ..slots import ModelSlot, call_model, resolve_model
 from ..speech import stream_speech
 
 # %% auto #0
@@ -72,6 +72,7 @@ async def transcriptions(st: Server, slot: STT, left: ClientLeft,
                                                                         description="segment and/or word (verbose_json)"),
                          include: list[str]|None = Form(None, alias="include[]", description="logprobs (json, verbose_json)")):
     "OpenAI transcription: multipart `file` (+ `model`, `language`, `response_format`, `timestamp_granularities[]`, `include[]`)."
+    resolve_model(st, "stt", model)
     grans, include = timestamp_granularities or [], include or []
     check_transcription_options(response_format, grans, include)
     x = await decode_upload(await read_upload(file, st.settings, "file"), "file", st.settings)
@@ -92,11 +93,12 @@ async def transcriptions(st: Server, slot: STT, left: ClientLeft,
 # %% ../../../nbs/09k_server_audio.ipynb #dda4e5c7
 SPEECH_DOC = audio_responses(*SPEECH_FORMATS, description="Speech audio, chunked as each sentence is made; with `stream_format: sse`, "
                              "`data: {\"type\": \"speech.audio.delta\", \"audio\": <base64>}` events, then `speech.audio.done`")
-SPEECH_DOC[200]["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+SPEECH_DOC[200]["content"]["text/event-stream"] = {"schema": SSE_EVENT_SCHEMA}
 
 @router.post("/v1/audio/speech", response_class=Response, response_model=None, responses=SPEECH_DOC)
 async def speech(req: SpeechRequest, st: Server, slot: TTS, left: ClientLeft) -> Response:
     "OpenAI speech: `{model, input, voice, response_format, speed, stream_format}` -> audio (wav, pcm, flac, mp3 or opus), streamed."
+    resolve_model(st, "tts", req.model)
     check_text(len(req.input), st.settings, "input")
     return await stream_speech(slot, req.input, req.tts_options(), req.response_format, SPEECH_RATE,
                                sse=req.stream_format == "sse", client_left=left, on_audio=st.metrics.audio_out.inc)

@@ -13,7 +13,7 @@ from ...loading import one_line
 from ...schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice,
     Delta, FunctionDelta, MessageToolCall, ModelCard, ModelList, ToolCallDelta, Usage, completion_id)
 from ..deps import LLM, ClientLeft, LimitedRoute, Server, access
-from ..errors import ApiError, error_responses
+from ..errors import SSE_EVENT_SCHEMA, ApiError, error_responses
 from ..generation import StopCutter, check_text, cut_at_stop, llm_options
 from ..slots import ModelSlot, ServerState, call_model, model_names, resolve_model, unless_left
 
@@ -89,6 +89,7 @@ async def stream_chat_events(st: ServerState, # the app's state
     first = await unless_left(q.get(), client_left, lambda: (cancel.set(), fut.cancel()))
     if first[0] == "error":
         e = first[1]
+        if isinstance(e, ApiError): raise e  # e.g. a 503 from a model served elsewhere (Ray Serve replicas all lost)
         if isinstance(e, ValueError): raise ApiError(400, f"LLM: {e}", code="invalid_value")
         raise ApiError(500, f"the LLM failed: {one_line(e)}", "server_error", "model_error")
     cid, created, name = completion_id(), int(time.time()), name or slot.model_id
@@ -134,7 +135,7 @@ async def stream_chat_events(st: ServerState, # the app's state
 # %% ../../../nbs/09j_server_chat.ipynb #6a896f53
 STREAM_DOC = {"description": "`ChatCompletion` as JSON; with `stream: true`, server-sent events, each `data: <ChatCompletionChunk>`, "
                              "ending with `data: [DONE]`",
-              "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+              "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}}
 
 def reply_message(reply, # the LLM's `Reply` (text, tool_calls)
                   stops: list[str]|None, # the request's stop strings
