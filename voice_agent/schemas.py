@@ -5,12 +5,12 @@
 # %% ../nbs/07_schemas.ipynb #056b4f4d
 from __future__ import annotations
 import json, math, time, uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 from .llm import MAX_NEW_TOKENS_LIMIT, build_messages, stop_list, tool_choice_mode  # one definition each, shared with the in-process API
 
 # %% auto #0
-__all__ = ['MAX_STOP_SEQUENCES', 'Role', 'ModelState', 'FinishReason', 'SPEECH_FORMATS', 'STREAM_FORMATS',
+__all__ = ['MAX_STOP_SEQUENCES', 'Stop', 'Role', 'ModelState', 'FinishReason', 'SPEECH_FORMATS', 'STREAM_FORMATS',
            'TRANSCRIPTION_FORMATS', 'TIMESTAMP_GRANULARITIES', 'TRANSCRIPTION_INCLUDES', 'GenerationOptions',
            'FunctionCall', 'MessageToolCall', 'ChatMessage', 'GenerateRequest', 'GenerateResponse',
            'TranscriptionResponse', 'SpeechOptions', 'TTSRequest', 'AttemptInfo', 'ModelHealth', 'HealthResponse',
@@ -29,13 +29,16 @@ def _check_stop(v: Any) -> list[str]|None:
     if v and len(v) > MAX_STOP_SEQUENCES: raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed, got {len(v)}")
     return v
 
+_StopText = Annotated[str, Field(min_length=1)]
+Stop = _StopText|Annotated[list[_StopText], Field(max_length=MAX_STOP_SEQUENCES)]|None  # what the schema says `stop` takes (a string, or up to 4)
+
 class GenerationOptions(BaseModel):
     "Sampling options shared by `/generate` and `/v1/chat/completions`."
     model_config = ConfigDict(allow_inf_nan=False)
-    max_new_tokens: int|None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT, description="most tokens to generate")
-    temperature: float|None = Field(None, ge=0, le=2, description="0 is greedy; 0 to 2")
-    top_p: float|None = Field(None, gt=0, le=1, description="nucleus sampling mass, in (0, 1]")
-    stop: list[str]|None = Field(None, description="up to 4 strings that end the reply")
+    max_new_tokens: int|None = Field(None, strict=True, ge=1, le=MAX_NEW_TOKENS_LIMIT, description="most tokens to generate")
+    temperature: float|None = Field(None, strict=True, ge=0, le=2, description="0 is greedy; 0 to 2")
+    top_p: float|None = Field(None, strict=True, gt=0, le=1, description="nucleus sampling mass, in (0, 1]")
+    stop: Stop = Field(None, description="a string, or up to 4, that end the reply")
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -82,7 +85,7 @@ class ChatMessage(BaseModel):
     "One turn of a conversation; an assistant's turn may hold `tool_calls`, and a `tool` turn answers one (`tool_call_id`)."
     model_config = ConfigDict(extra="ignore")
     role: Role     # who spoke
-    content: str|list[dict]|None = ""  # what was said: a string or text parts (joined into one string); null or absent is "" (an assistant turn of tool calls)
+    content: str|list[str|dict]|None = ""  # what was said: a string or text parts (joined into one string); null or absent is "" (an assistant turn of tool calls)
     name: str|None = None  # the speaker's or the function's name
     tool_calls: list[MessageToolCall]|None = None  # the calls an assistant turn made
     tool_call_id: str|None = None  # the call a tool turn answers
@@ -156,7 +159,7 @@ class TranscriptionResponse(BaseModel):
 class SpeechOptions(BaseModel):
     "The voice and speaking rate of a speech request."
     voice: str|None = Field(None, description="a voice of the TTS model (default: its first), or one of OpenAI's names (mapped to a present voice)")
-    speed: float = Field(1.0, ge=0.25, le=4.0, allow_inf_nan=False, description="speaking rate: 2.0 is twice as fast")
+    speed: float = Field(1.0, strict=True, ge=0.25, le=4.0, allow_inf_nan=False, description="speaking rate: 2.0 is twice as fast")
 
     def tts_options(self) -> dict:
         "`voice` and `speed` for the model, only where they differ from the defaults (so models without voices take them too)."
@@ -166,7 +169,7 @@ class TTSRequest(SpeechOptions):
     "Body of `POST /tts`."
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     text: str = Field(min_length=1, description="what to say")
-    stream: bool = Field(False, description="send the WAV in chunks as each sentence is made (its header then says the length is unknown)")
+    stream: bool = Field(False, strict=True, description="send the WAV in chunks as each sentence is made (its header then says the length is unknown)")
 
     @field_validator("text", mode="after")
     @classmethod
@@ -207,7 +210,7 @@ class HealthResponse(BaseModel):
 
 # %% ../nbs/07_schemas.ipynb #5af73055
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: bool = Field(False, strict=True)
 
 class FunctionDef(BaseModel):
     "A function the model may call: its name, what it does, its parameters as a JSON schema."
@@ -215,7 +218,7 @@ class FunctionDef(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="letters, digits, _ and -, at most 64")
     description: str|None = None
     parameters: dict|None = Field(None, description="a JSON schema of the arguments (an object)")
-    strict: bool|None = None
+    strict: bool|None = Field(None, strict=True)
 
 class ToolDef(BaseModel):
     "One tool of a request (OpenAI's function tools are the only kind)."
@@ -235,17 +238,17 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, protected_namespaces=())
     model: str|None = None
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int|None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)
-    max_completion_tokens: int|None = Field(None, ge=1, le=MAX_NEW_TOKENS_LIMIT)
-    temperature: float|None = Field(None, ge=0, le=2)
-    top_p: float|None = Field(None, gt=0, le=1)
-    stop: list[str]|None = None
-    stream: bool = False
+    max_tokens: int|None = Field(None, strict=True, ge=1, le=MAX_NEW_TOKENS_LIMIT)
+    max_completion_tokens: int|None = Field(None, strict=True, ge=1, le=MAX_NEW_TOKENS_LIMIT)
+    temperature: float|None = Field(None, strict=True, ge=0, le=2)
+    top_p: float|None = Field(None, strict=True, gt=0, le=1)
+    stop: Stop = None
+    stream: bool = Field(False, strict=True)
     stream_options: StreamOptions|None = None
-    n: int|None = Field(None, ge=1, le=1, description="only 1 is supported")
+    n: int|None = Field(None, strict=True, ge=1, le=1, description="only 1 is supported")
     tools: list[ToolDef]|None = Field(None, description="functions the model may call")
     tool_choice: Literal["none", "auto", "required"]|NamedToolChoice|None = Field(None, description="auto (the default with tools), none, required, or a named function")
-    parallel_tool_calls: bool|None = Field(None, description="false: one call at most (default true)")
+    parallel_tool_calls: bool|None = Field(None, strict=True, description="false: one call at most (default true)")
     functions: list|None = Field(None, description="not supported (OpenAI's deprecated form): send tools")
     logprobs: Literal[False]|None = Field(None, description="not supported: false or absent (the schema says so, for fuzzers and SDKs)")
     @field_validator("logprobs", mode="before")

@@ -62,7 +62,7 @@ def word_logprobs(words: list[dict]) -> list[TranscriptionLogprob]:
             for w in words]
 
 @router.post("/v1/audio/transcriptions", response_model=TranscriptionJson|TranscriptionVerbose, response_model_exclude_none=True,
-             responses={200: TRANSCRIPTION_DOC})
+             responses={200: TRANSCRIPTION_DOC, **error_responses(404)})
 async def transcriptions(st: Server, slot: STT, left: ClientLeft,
                          file: UploadFile = File(..., description="the speech: WAV, FLAC, OGG or MP3"),
                          model: str|None = Form(None), language: str|None = Form(None), prompt: str|None = Form(None),
@@ -95,7 +95,7 @@ SPEECH_DOC = audio_responses(*SPEECH_FORMATS, description="Speech audio, chunked
                              "`data: {\"type\": \"speech.audio.delta\", \"audio\": <base64>}` events, then `speech.audio.done`")
 SPEECH_DOC[200]["content"]["text/event-stream"] = {"schema": SSE_EVENT_SCHEMA}
 
-@router.post("/v1/audio/speech", response_class=Response, response_model=None, responses=SPEECH_DOC)
+@router.post("/v1/audio/speech", response_class=Response, response_model=None, responses={**SPEECH_DOC, **error_responses(404)})
 async def speech(req: SpeechRequest, st: Server, slot: TTS, left: ClientLeft) -> Response:
     "OpenAI speech: `{model, input, voice, response_format, speed, stream_format}` -> audio (wav, pcm, flac, mp3 or opus), streamed."
     resolve_model(st, "tts", req.model)
