@@ -8,6 +8,7 @@ import logging, os, tempfile
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Mapping
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['logger', 'DEFAULT_LLM', 'DEFAULT_STT', 'DEFAULT_TTS', 'DEFAULT_HF_HOME', 'TRUTHY', 'ENV_VARS', 'env_flag',
@@ -154,8 +155,8 @@ def _parse(name: str, conv, raw: str):
     except (TypeError, ValueError) as e:
         raise ValueError(f"Environment variable {name}={raw!r} is not a valid {getattr(conv, '__name__', conv)}: {e}") from None
 
-@classmethod
-def _from_env(cls, environ: Mapping[str, str]|None=None, # the environment (default `os.environ`)
+@patch(cls_method=True)
+def from_env(cls: Settings, environ: Mapping[str, str]|None=None, # the environment (default `os.environ`)
               **overrides) -> Settings: # settings with `overrides` applied last
     "Read every setting from `environ`, falling back to the documented defaults."
     env = dict(os.environ if environ is None else environ)
@@ -169,7 +170,6 @@ def _from_env(cls, environ: Mapping[str, str]|None=None, # the environment (defa
     s = cls(**{**kw, **overrides})
     warn_transformers_cache(env, s.hub_cache)
     return s
-Settings.from_env = _from_env
 
 # %% ../nbs/00_config.ipynb #67045984
 _settings: Settings|None = None

@@ -11,6 +11,7 @@ from typing import Iterator
 from .config import Settings, logger
 from .offline import ensure_model_exists  # re-exported: the seed's model modules each offered it
 from .loading import LoadedModel, Strategy, one_line
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['MAX_NEW_TOKENS_LIMIT', 'GREEDY_BELOW', 'TOOL_OPEN', 'TOOL_CLOSE', 'TOOLS_PROMPT', 'cuda_skip_reason',
@@ -19,8 +20,7 @@ __all__ = ['MAX_NEW_TOKENS_LIMIT', 'GREEDY_BELOW', 'TOOL_OPEN', 'TOOL_CLOSE', 'T
            'schema_error', 'parse_tool_call', 'ToolCallScanner', 'tool_stream', 'split_tool_calls', 'has_tool_turns',
            'template_tool_messages', 'generic_tool_messages', 'call_schema', 'ToolPlan', 'Reply', 'build_messages',
            'OpenSourceLLM', 'llama_chat_formatter', 'prompt_text', 'template_traits', 'tool_plan', 'with_calls',
-           'context_size', 'cut_at_stop', 'llama_options', 'with_system_prompt', 'chat', 'generate_reply', 'StopCutter',
-           'stream_chat']
+           'context_size', 'cut_at_stop', 'llama_options', 'with_system_prompt', 'chat', 'generate_reply', 'StopCutter']
 
 # %% ../nbs/06a_llm.ipynb #c7b9ccf7
 def cuda_skip_reason(device: str, # the device asked for: "cpu" rules CUDA out
@@ -735,6 +735,7 @@ def _stream_text(self: OpenSourceLLM, messages: list[dict], kw: dict, usage: dic
         usage.update(prompt_tokens=int(n_in), completion_tokens=int(len(new)),
                      finish_reason="stop" if cut.stopped or (len(new) and int(new[-1]) in _eos_ids(self)) else "length")
 
+@patch
 def stream_chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"}, ...] (OpenAI-style tool turns too)
                 usage: dict|None=None, # filled at the end: prompt_tokens, completion_tokens, finish_reason
                 tools: list[dict]|None=None, # OpenAI-style function tools
@@ -755,5 +756,3 @@ def stream_chat(self: OpenSourceLLM, messages: list[dict], # [{"role", "content"
     finally: raw.close()
     if valid: u["finish_reason"] = "tool_calls"
     if usage is not None: usage.update(u)
-
-OpenSourceLLM.stream_chat = stream_chat

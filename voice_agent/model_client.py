@@ -11,6 +11,7 @@ import httpx
 from pydantic import ValidationError
 from .config import Settings, get_settings, logger
 from .schemas import GenerateRequest, SpeechRequest, TTSRequest, describe_validation_errors
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['RETRY_ON', 'ModelServerError', 'error_from_response', 'ModelClient', 'default_client', 'generate_remote_reply',
@@ -158,7 +159,8 @@ def _synthesize(self, text: str, # what to say
     Path(output_path).write_bytes(r.content)
     return str(output_path)
 
-def _stream_speech(self, text: str, # what to say
+@patch
+def stream_speech(self: ModelClient, text: str, # what to say
                    voice: str|None=None, # a voice of the server's TTS model (default: its first)
                    speed: float=1.0, # speaking rate, 0.25 to 4.0
                    response_format: str="pcm", # pcm (raw 16-bit little-endian mono), wav, mp3, opus or flac; all at 24 kHz
@@ -177,7 +179,6 @@ def _stream_speech(self, text: str, # what to say
     return pieces()
 
 ModelClient.generate, ModelClient.transcribe, ModelClient.synthesize = _generate, _transcribe, _synthesize
-ModelClient.stream_speech = _stream_speech
 
 # %% ../nbs/08_model_client.ipynb #9d44c37c
 _clients: dict = {}

@@ -9,10 +9,11 @@ import numpy as np
 from .offline import ensure_model_exists  # re-exported: the seed's model modules each offered it
 from .audio import load_audio, split_audio
 from .loading import LoadedModel, Strategy, is_ctranslate2_dir
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['SAMPLE_RATE', 'SILENCE_PEAK', 'WhisperSTT', 'is_multilingual', 'check_language', 'transcribe', 'transcribe_verbose',
-           'subtitles', 'word_accuracy']
+__all__ = ['SAMPLE_RATE', 'STT_BATCH', 'SILENCE_PEAK', 'WhisperSTT', 'is_multilingual', 'check_language', 'subtitles',
+           'word_accuracy']
 
 # %% ../nbs/06b_stt.ipynb #67f0d581
 SAMPLE_RATE = 16000
@@ -67,16 +68,20 @@ class WhisperSTT(LoadedModel):
         self.backend = value
 
 # %% ../nbs/06b_stt.ipynb #cf966f62
+STT_BATCH = 4  # 30 s pieces decoded together: what one long request makes the model hold is bounded (10 min = 20 pieces = 5 batches)
+
 def _manual(self: WhisperSTT, x: np.ndarray, language: str|None) -> str:
-    "Transcribe with the hand-loaded model, piece by piece in one batch."
+    "Transcribe with the hand-loaded model, 30 s pieces `STT_BATCH` at a time."
     import torch
-    b = self.backend
+    b, texts = self.backend, []
     pieces = split_audio(x, SAMPLE_RATE, 30.0)
-    feats = b["processor"](pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt")
     kw = {"language": language, "task": "transcribe"} if language else {}
-    with torch.inference_mode():
-        ids = b["model"].generate(feats.input_features.to(self.device, self._dtype()), **kw)
-    return " ".join(t.strip() for t in b["processor"].batch_decode(ids, skip_special_tokens=True)).strip()
+    for i in range(0, len(pieces), STT_BATCH):
+        feats = b["processor"](pieces[i:i+STT_BATCH], sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        with torch.inference_mode():
+            ids = b["model"].generate(feats.input_features.to(self.device, self._dtype()), **kw)
+        texts += [t.strip() for t in b["processor"].batch_decode(ids, skip_special_tokens=True)]
+    return " ".join(t for t in texts if t).strip()
 
 def _pipeline(self: WhisperSTT, x: np.ndarray, language: str|None) -> str:
     "Transcribe with the pipeline (its own chunking past 30 s)."
@@ -113,6 +118,7 @@ def check_language(language: str|None, # a language code such as "en", or None t
         raise ValueError(f"language {language!r}: this Whisper model is English-only (a .en model); use en, or a multilingual model")
     return code
 
+@patch
 def transcribe(self: WhisperSTT, audio, # a path, bytes, file object, or an array (then give `sample_rate`)
                sample_rate: int|None=None, # the rate of an array input
                language: str|None=None, # e.g. "en"; None lets multilingual models detect it
@@ -123,8 +129,6 @@ def transcribe(self: WhisperSTT, audio, # a path, bytes, file object, or an arra
     if not len(x) or float(np.abs(x).max()) < SILENCE_PEAK: return ""
     run = {"manual": _manual, "pipeline": _pipeline, "faster-whisper": _faster}[self.strategy.name]
     with self._lock: return run(self, x, language)
-
-WhisperSTT.transcribe = transcribe
 
 # %% ../nbs/06b_stt.ipynb #34792264
 def _ratio(text: str) -> float:
@@ -151,6 +155,7 @@ def _faster_verbose(self: WhisperSTT, x: np.ndarray, language: str|None, words: 
                for w in (s.words or [])]
     return out, ws, info.language
 
+@patch
 def transcribe_verbose(self: WhisperSTT, audio, # a path, bytes, file object, or an array (then give `sample_rate`)
                        sample_rate: int|None=None, # the rate of an array input
                        language: str|None=None, # e.g. "en"; None lets multilingual models detect it
@@ -176,7 +181,6 @@ def transcribe_verbose(self: WhisperSTT, audio, # a path, bytes, file object, or
     text = " ".join(s["text"].strip() for s in segs).strip()
     return {**out, "text": text, "segments": segs, **({"words": ws} if words else {})}
 
-WhisperSTT.transcribe_verbose = transcribe_verbose
 
 def _stamp(t: float, sep: str) -> str:
     ms = int(round(t*1000)); h, ms = divmod(ms, 3600_000); m, ms = divmod(ms, 60_000); s, ms = divmod(ms, 1000)

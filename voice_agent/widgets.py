@@ -14,6 +14,7 @@ from .config import Settings, ENV_VARS, get_settings, logger
 from .offline import cached_models, model_folders, offline_reasons
 from .audio import AudioError, decode_audio, wav_bytes
 from .model_client import ModelClient, ModelServerError
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['LEVELS', 'STATE_LEVEL', 'LABELS', 'LOADERS', 'SECTION', 'AUDIO_ACCEPT', 'STAGES', 'DEFAULT_SYSTEM_PROMPT', 'esc',
@@ -397,6 +398,7 @@ class DiagnosticsPanel(W.VBox, _Working):
         return self._run(self._refresh, [self.refresh_button], "Refresh")
 
 # %% ../nbs/11_widgets.ipynb #2f22dd05
+@patch
 def _refresh(self: DiagnosticsPanel):
     "The refresh itself: each section on its own, so one failure leaves the others shown."
     t0, problems, d = time.perf_counter(), [], {}
@@ -442,8 +444,6 @@ def _refresh(self: DiagnosticsPanel):
     if problems: self.error.value = error_box("\n".join(problems), "The panel could not read everything")
     self.progress.value = 3
     self.status.value = f"{badge('refreshed', 'ok')} at {time.strftime('%H:%M:%S')} in {time.perf_counter()-t0:.1f} s"
-
-DiagnosticsPanel._refresh = _refresh
 
 # %% ../nbs/11_widgets.ipynb #20f21072
 AUDIO_ACCEPT = ".wav,.flac,.ogg,.oga,audio/wav,audio/x-wav,audio/flac,audio/ogg"
@@ -609,6 +609,7 @@ class VoicePanel(W.VBox, _Working):
 
 
 # %% ../nbs/11_widgets.ipynb #d825a024
+@patch
 def _turn(self: VoicePanel, speech: tuple[str, bytes]|None=None, # (name, bytes) of the speech to transcribe
           typed: str|None=None, # or the user's typed words
          ):
@@ -661,6 +662,3 @@ def _turn(self: VoicePanel, speech: tuple[str, bytes]|None=None, # (name, bytes)
     show()
     self.progress.value = 3
     self.status.value = f"{badge('done', 'ok')} in {sum(self.result['latency'].values()):.2f} s · turn {len(self.turns)}"
-
-VoicePanel._turn = _turn
-
