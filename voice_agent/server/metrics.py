@@ -4,12 +4,12 @@
 
 # %% ../../nbs/09b_server_metrics.ipynb #9e5d9ce0
 from __future__ import annotations
-import time
+import time, uuid
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # %% auto #0
-__all__ = ['Metrics', 'PrometheusResponse', 'RequestMetrics']
+__all__ = ['Metrics', 'PrometheusResponse', 'request_id', 'RequestMetrics']
 
 # %% ../../nbs/09b_server_metrics.ipynb #6f3d5ef4
 class Metrics:
@@ -39,16 +39,23 @@ class PrometheusResponse(Response):
     media_type = CONTENT_TYPE_LATEST
 
 # %% ../../nbs/09b_server_metrics.ipynb #2e12b62a
+def request_id(scope) -> bytes:
+    "The request's id: the `x-request-id` a proxy or client sent (if short and printable), else a new one, as OpenAI's `req_...`."
+    sent = dict(scope.get("headers") or []).get(b"x-request-id", b"")
+    return sent if 0 < len(sent) <= 128 and sent.isascii() and sent.decode().isprintable() else f"req_{uuid.uuid4().hex}".encode()
+
 class RequestMetrics:
-    "ASGI middleware: count and time every HTTP request by route template, method and status."
+    "ASGI middleware: count and time every HTTP request by route template, method and status; answer each with its `x-request-id`."
     def __init__(self, app, metrics: Metrics):
         self.app, self.metrics = app, metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
-        t0, status = time.perf_counter(), [500]
+        t0, status, rid = time.perf_counter(), [500], request_id(scope)
         async def send_(msg):
-            if msg["type"] == "http.response.start": status[0] = msg["status"]
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+                msg = {**msg, "headers": [*msg.get("headers", []), (b"x-request-id", rid)]}
             await send(msg)
         try: await self.app(scope, receive, send_)
         finally:
