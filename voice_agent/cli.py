@@ -16,8 +16,8 @@ from .loading import one_line
 # %% auto #0
 __all__ = ['FLAG_NAMES', 'CHOICES', 'CPU_MODELS', 'CPU_ONLY', 'PROFILES', 'LOCAL_SYSTEM_PROMPT', 'LOCAL_PACKAGES', 'SKIP_ALWAYS',
            'SKIP_PICKLE', 'COMMANDS', 'docments', 'add_arguments', 'parser_for', 'local_models', 'demo_models',
-           'profile_settings', 'serve', 'resolve_models', 'doctor_report', 'print_doctor', 'doctor', 'speech_sample',
-           'check_models', 'check', 'pull_models', 'pull', 'main']
+           'profile_settings', 'serve', 'ray_config', 'resolve_models', 'doctor_report', 'print_doctor', 'doctor',
+           'speech_sample', 'check_models', 'check', 'pull_models', 'pull', 'main']
 
 # %% ../nbs/10_cli.ipynb #44fcb3e2
 def docments(fn: Callable) -> dict[str, str]:
@@ -33,7 +33,8 @@ def docments(fn: Callable) -> dict[str, str]:
 
 # %% ../nbs/10_cli.ipynb #62f64a6c
 FLAG_NAMES = {"as_json": "json"}  # parameter -> option name where Python and the command line differ
-CHOICES = {"profile": ("local", "default", "cpu", "tiny", "demo"), "log_level": ("debug", "info", "warning", "error")}
+CHOICES = {"profile": ("local", "default", "cpu", "tiny", "demo"), "log_level": ("debug", "info", "warning", "error"),
+           "engine": ("single", "ray")}
 
 def add_arguments(p: argparse.ArgumentParser, fn: Callable):
     "One option per parameter of `fn` (positional when it has no default), helped by its docments."
@@ -100,28 +101,68 @@ def _base_settings(**overrides) -> Settings:
     "The environment's settings with the command line's overrides (None: not given)."
     return Settings.from_env(**{k: v for k, v in overrides.items() if v is not None})
 
+def _replicas(llm: str|None, stt: str|None, tts: str|None) -> dict[str, str]:
+    "The --*-replicas options given."
+    return {k: v for k, v in (("llm", llm), ("stt", stt), ("tts", tts)) if v not in (None, "")}
+
 def serve(profile: str="default", # which models: local (real small models, offline), default (the configured ones), cpu, or tiny (random weights, for tests)
-          host: str|None=None, # address to bind (default: MODEL_SERVER_HOST, 127.0.0.1)
+          host: str|None=None, # address to bind (default: MODEL_SERVER_HOST, 127.0.0.1); with --engine ray, Serve's HTTP proxy's
           port: int|None=None, # port to listen on (default: MODEL_SERVER_PORT, 8000)
           api_key: str|None=None, # require `Authorization: Bearer <key>` on every route but /health/live (default: MODEL_SERVER_API_KEY); visible in `ps`: prefer MODEL_SERVER_API_KEY_FILE, a file holding the key
           allow_public: bool=False, # allow binding a non-loopback address without an API key
           strict: bool=False, # exit non-zero when any model fails to load, instead of serving the others
           log_level: str="info", # how much to log
+          engine: str="single", # single: this process serves; ray: Ray Serve, each model a deployment with replicas (joins RAY_ADDRESS, else starts a local cluster)
+          llm_replicas: str|None=None, # with --engine ray: LLM replicas, N or MIN-MAX to autoscale (default: MODEL_SERVER_RAY_REPLICAS)
+          stt_replicas: str|None=None, # with --engine ray: STT replicas, N or MIN-MAX
+          tts_replicas: str|None=None, # with --engine ray: TTS replicas, N or MIN-MAX
          ) -> int: # exit status: 0 after a clean shutdown, 2 when refused, 3 when startup failed
     "Run the model server: load the models once, serve the seed's and the OpenAI-compatible routes."
     from voice_agent.model_server import serve as run_server, UnsafeBind, setup_logging, exit_now
     setup_logging(log_level.upper())
     s = _base_settings(host=host, port=port, api_key=api_key, allow_public=allow_public or None, strict=strict or None)
+    replicas = _replicas(llm_replicas, stt_replicas, tts_replicas)
     try:
         from voice_agent.model_server import check_bind
         check_bind(s)
+        if replicas and engine != "ray": raise ValueError("--llm-replicas, --stt-replicas and --tts-replicas need --engine ray")
+        if engine == "ray":
+            from voice_agent.ray_serve import deployment_options
+            for k, n in replicas.items(): deployment_options(s, k, n)  # a bad count fails here, before anything starts
         if profile != "default": logger.info(f"Profile {profile}: preparing models")
         s = profile_settings(profile, s)
     except (UnsafeBind, ValueError, ModelNotAvailable) as e:
         print(f"voice-agent serve: {e}", file=sys.stderr); return 2
     logger.info(f"Profile {profile}: LLM={s.llm_model}, STT={s.stt_model}, TTS={s.tts_model}")
     set_settings(s)
+    if engine == "ray":
+        from voice_agent.ray_serve import serve_on_ray
+        return serve_on_ray(s, replicas)
     exit_now(run_server(s, log_level=log_level))
+
+# %% ../nbs/10_cli.ipynb #5a7ccc94
+def ray_config(profile: str="default", # whose models: local, default, cpu or tiny (their paths must exist on every node)
+               out: str="", # the YAML file to write (default: print it)
+               host: str|None=None, # Serve's HTTP proxy address (default: MODEL_SERVER_HOST)
+               port: int|None=None, # its port (default: MODEL_SERVER_PORT)
+               llm_replicas: str|None=None, # LLM replicas, N or MIN-MAX to autoscale (default: MODEL_SERVER_RAY_REPLICAS)
+               stt_replicas: str|None=None, # STT replicas
+               tts_replicas: str|None=None, # TTS replicas
+              ) -> int: # 0 when written, 2 when refused
+    "Write a Ray Serve config for these settings: `serve run` or `serve deploy` it, or put it in a KubeRay RayService."
+    import yaml
+    from voice_agent.model_server import UnsafeBind
+    from voice_agent.ray_serve import serve_config
+    try:
+        s = profile_settings(profile, _base_settings(host=host, port=port))
+        text = yaml.safe_dump(serve_config(s, _replicas(llm_replicas, stt_replicas, tts_replicas)), sort_keys=False)
+    except (UnsafeBind, ValueError, ModelNotAvailable) as e:
+        print(f"voice-agent ray-config: {e}", file=sys.stderr); return 2
+    head = ("# voice_agent on Ray Serve: `serve run` this file (or `serve deploy` it to a running cluster).\n"
+            "# The API key is not in it: the cluster reads MODEL_SERVER_API_KEY or MODEL_SERVER_API_KEY_FILE.\n")
+    if out: Path(out).write_text(head + text); print(f"wrote {out}", file=sys.stderr)
+    else: print(head + text, end="")
+    return 0
 
 # %% ../nbs/10_cli.ipynb #35ee316d
 def resolve_models(s: Settings) -> dict[str, dict]:
@@ -309,7 +350,7 @@ def pull(models: list[str]|None=None, # Hub ids to download (default: the profil
     return pull_models(models, s)
 
 # %% ../nbs/10_cli.ipynb #04037f16
-COMMANDS = {"serve": serve, "doctor": doctor, "check": check, "pull": pull}
+COMMANDS = {"serve": serve, "doctor": doctor, "check": check, "pull": pull, "ray-config": ray_config}
 
 def main(argv: list[str]|None=None, # the arguments (default: `sys.argv[1:]`)
         ) -> int: # the exit status

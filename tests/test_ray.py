@@ -1,0 +1,161 @@
+"""The model server on Ray Serve for real: `voice-agent serve --engine ray --profile tiny --llm-replicas 2`, which starts
+its own local Ray cluster (loopback only) with 2 LLM replicas, 1 STT and 1 TTS, all on the tiny profile's models.
+
+One cluster for the whole module (starting Ray and four replicas costs minutes on 2 busy cores); the tests run in
+file order and the last one stops it with SIGTERM, checking that no Ray process of it is left. Marked `ray`:
+`pytest -m "not ray"` leaves it out. Needs the `ray` extra (`pip install 'voice_agent[ray]'`, which ./run installs).
+"""
+import concurrent.futures as cf
+import json, os, re, signal, subprocess, sys, threading, time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx, pytest
+
+from test_server_socket import BIN, ROOT, SENTENCE, free_port, server_env, speak
+
+from voice_agent.ray_serve import LOCAL_RAY_ENV
+os.environ.update(LOCAL_RAY_ENV)  # before Ray is imported: this process joins the loopback, token-authenticated cluster
+ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'voice_agent[ray]'")
+psutil = pytest.importorskip("psutil")
+
+pytestmark = pytest.mark.ray
+STARTUP_TIMEOUT = float(os.environ.get("VOICE_AGENT_RAY_STARTUP_TIMEOUT", 900))
+
+
+def get(url: str, path: str, **kw) -> httpx.Response: return httpx.get(url + path, timeout=30, **kw)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    "The CLI on a free port, with a local Ray cluster; this test process joins the cluster too (to kill a replica)."
+    d = tmp_path_factory.mktemp("ray")
+    port, log = free_port(), d/"serve.log"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(BIN/"voice-agent"), "serve", "--engine", "ray", "--profile", "tiny", "--llm-replicas", "2",
+                             "--port", str(port)], cwd=ROOT, env=server_env(), stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        if proc.poll() is not None: pytest.fail(f"serve --engine ray exited with {proc.returncode}:\n{log.read_text()[-8000:]}")
+        if time.monotonic() > deadline:
+            proc.send_signal(signal.SIGTERM); proc.wait(120)
+            pytest.fail(f"not ready within {STARTUP_TIMEOUT:.0f} s:\n{log.read_text()[-8000:]}")
+        try:
+            if get(url, "/health/ready").status_code == 200: break
+        except httpx.HTTPError: pass
+        time.sleep(1)
+    ready_s = time.perf_counter() - t0
+    m = re.search(r"Ray: cluster at (\S+), session (\S+)", log.read_text())
+    assert m, log.read_text()[-4000:]
+    ray.init(address=m.group(1), log_to_driver=False)
+    print(f"\nserve --engine ray: ready after {ready_s:.0f} s (load {os.getloadavg()[0]:.1f})")
+    c = SimpleNamespace(url=url, proc=proc, log=log, gcs=m.group(1), session=m.group(2), speech=speak(SENTENCE, d/"fox.wav"))
+    yield c
+    if ray.is_initialized(): ray.shutdown()
+    if proc.poll() is None: proc.send_signal(signal.SIGTERM); proc.wait(180)
+
+
+def llm_health(c) -> dict: return get(c.url, "/health").json()["models"]["llm"]
+
+
+def test_health_lists_every_replica(cluster):
+    h = get(cluster.url, "/health").json()
+    assert h["status"] == "ok", h
+    for kind, n in (("llm", 2), ("stt", 1), ("tts", 1)):
+        m = h["models"][kind]
+        assert m["state"] == "ready" and m["ready_replicas"] == n and len(m["replicas"]) == n, (kind, m)
+        for r in m["replicas"]:
+            assert r["state"] == "ready" and r["device"] == "cpu" and r["loading_strategy"], r
+            assert r["actor"].startswith(f"SERVE_REPLICA::voice_agent#{kind}#") and r["node"] == "127.0.0.1", r
+            assert any(a["status"] == "ok" for a in r["attempts"]), r["attempts"]  # the recorded chain, from each replica
+    assert get(cluster.url, "/health/ready").json()["models"] == {"llm": "ready", "stt": "ready", "tts": "ready"}
+
+
+def one_request(c, kind: str, i: int, max_tokens: int=4) -> tuple[str, int, str]:
+    "One request of `kind`: (kind, status, what came back or the error)."
+    with httpx.Client(base_url=c.url, timeout=300) as h:
+        if kind == "generate":
+            r = h.post("/generate", json={"query": f"Say something about {i}.", "max_new_tokens": max_tokens})
+            return kind, r.status_code, r.text
+        if kind == "stream":
+            with h.stream("POST", "/v1/chat/completions", json={"messages": [{"role": "user", "content": f"Count to {i}."}],
+                                                                "stream": True, "max_tokens": max_tokens}) as r:
+                body = r.read().decode()
+            ok = r.status_code == 200 and body.rstrip().endswith("data: [DONE]") and '"error"' not in body
+            return kind, r.status_code if ok or r.status_code != 200 else 599, body
+        if kind == "stt":
+            r = h.post("/stt", files={"audio": ("fox.wav", c.speech.read_bytes(), "audio/wav")})
+            return kind, r.status_code, r.text
+        r = h.post("/tts", json={"text": f"Number {i}."})
+        ok = r.status_code != 200 or (r.headers["content-type"] == "audio/wav" and r.content[:4] == b"RIFF")
+        return kind, r.status_code if ok else 598, r.text[:200] if r.status_code != 200 else f"{len(r.content)} bytes"
+
+
+def test_32_concurrent_mixed_requests(cluster):
+    before = {r["replica"]: r["served"] for r in llm_health(cluster)["replicas"]}
+    kinds = ["generate"]*10 + ["stream"]*8 + ["stt"]*7 + ["tts"]*7
+    t = time.perf_counter()
+    with cf.ThreadPoolExecutor(32) as ex: results = list(ex.map(lambda a: one_request(cluster, *a), [(k, i) for i, k in enumerate(kinds)]))
+    bad = [r for r in results if r[1] != 200]
+    print(f"\n32 mixed requests through the Ray ingress: {time.perf_counter() - t:.1f} s (load {os.getloadavg()[0]:.1f})")
+    assert not bad, bad[:5]
+    assert all("fox" in json.loads(r[2])["text"].lower() for r in results if r[0] == "stt"), [r[2] for r in results if r[0] == "stt"]
+    after = {r["replica"]: r["served"] for r in llm_health(cluster)["replicas"]}
+    assert all(after[k] > before.get(k, 0) for k in after), (before, after)  # both LLM replicas took a share
+
+
+def test_openai_client_streams_through_the_ingress(cluster):
+    from openai import OpenAI
+    client = OpenAI(base_url=cluster.url + "/v1", api_key="unused")
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello!"}],
+                                                 stream=True, max_tokens=6))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert sum(bool(c.choices and c.choices[0].delta.content) for c in chunks) >= 1
+    assert chunks[-1].choices[0].finish_reason in ("length", "stop"), chunks[-1]
+
+
+def test_llm_replica_killed_mid_load(cluster):
+    "Kill one LLM replica's actor while 16 requests are in flight: each is answered (by the other replica) or gets a clear 503; then Serve replaces it."
+    victim = llm_health(cluster)["replicas"][0]
+    kinds = ["generate", "stream"]*8
+    with cf.ThreadPoolExecutor(16) as ex:
+        futs = [ex.submit(one_request, cluster, k, i, 128) for i, k in enumerate(kinds)]
+        deadline = time.monotonic() + 30
+        while (seen := {r["replica"]: r["in_flight"] for r in llm_health(cluster)["replicas"]}).get(victim["replica"], 0) < 2 \
+                and time.monotonic() < deadline: time.sleep(0.05)
+        t_kill = time.perf_counter()
+        ray.kill(ray.get_actor(victim["actor"], namespace="serve"), no_restart=True)
+        results = [f.result() for f in futs]
+    retried = cluster.log.read_text().count("could not serve it")  # the ingress's warning for each call it sent elsewhere
+    answered = [r for r in results if r[1] == 200]
+    # a clear refusal: a 503 naming the lost replica, or (for a stream it had started) an error event saying so
+    refused = [r for r in results if (r[1] == 503 and "replica" in json.loads(r[2])["error"]["message"])
+               or (r[1] == 599 and "replica streaming this reply was lost" in r[2])]
+    print(f"\nkilled {victim['replica']} with {seen.get(victim['replica'])} calls in it: {len(answered)} answered ({retried} calls retried), {len(refused)} clear 503s, "
+          f"{len(results) - len(answered) - len(refused)} lost (load {os.getloadavg()[0]:.1f})")
+    assert len(answered) + len(refused) == len(results), [r for r in results if r not in answered + refused][:3]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        h = llm_health(cluster)
+        ready = [r["replica"] for r in h["replicas"] if r["state"] == "ready"]
+        if len(ready) == 2 and victim["replica"] not in ready: break
+        time.sleep(1)
+    else: pytest.fail(f"the killed replica was not replaced: {json.dumps(h, indent=1)[:3000]}")
+    print(f"replaced in {time.perf_counter() - t_kill:.0f} s; /health: "
+          + ", ".join(f"{r['replica']}={r['state']}" for r in h["replicas"]))
+    assert {r["state"] for r in h["replicas"] if r["replica"] == victim["replica"]} <= {"lost"}  # shown as lost, or already dropped
+    assert one_request(cluster, "generate", 0)[1] == 200
+
+
+def test_sigterm_stops_everything_it_started(cluster):
+    ours = [p for p in psutil.Process(cluster.proc.pid).children(recursive=True)]
+    assert any("gcs_server" in " ".join(p.cmdline()) for p in ours if p.is_running())  # the cluster is its own
+    if ray.is_initialized(): ray.shutdown()
+    t = time.perf_counter()
+    cluster.proc.send_signal(signal.SIGTERM)
+    assert cluster.proc.wait(180) == 0, cluster.log.read_text()[-4000:]
+    deadline = time.monotonic() + 30
+    while (left := [p for p in ours if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]) and time.monotonic() < deadline: time.sleep(0.5)
+    print(f"\nstopped in {time.perf_counter() - t:.1f} s, {len(ours)} Ray processes ended")
+    assert not left, [(p.pid, p.name()) for p in left]
+    with pytest.raises(httpx.HTTPError): get(cluster.url, "/health/live")
