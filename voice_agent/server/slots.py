@@ -357,8 +357,8 @@ def model_names(st: ServerState, kind: str) -> set[str]:
 def _openai_kind(name: str) -> str|None:
     "The kind of model an OpenAI name means (exact STT and TTS names first: `gpt-4o-transcribe` is not a chat model)."
     n = name.casefold()
-    for k in ("stt", "tts"):
-        if n in OPENAI_NAMES[k]: return k
+    if n in OPENAI_NAMES["stt"] or "transcribe" in n or n.startswith("whisper"): return "stt"  # gpt-transcribe (Pipecat's default), ...
+    if n in OPENAI_NAMES["tts"] or "tts" in n: return "tts"
     return "llm" if n.startswith(OPENAI_NAMES["llm"]) else None
 
 def resolve_model(st: ServerState, # the app's state
