@@ -59,7 +59,12 @@ def llm_health(c) -> dict: return get(c.url, "/health").json()["models"]["llm"]
 
 
 def test_health_lists_every_replica(cluster):
-    h = get(cluster.url, "/health").json()
+    # ready means one replica of each model; the second LLM replica may still be loading: wait for all of them
+    want, deadline = {"llm": 2, "stt": 1, "tts": 1}, time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        h = get(cluster.url, "/health").json()
+        if all(h["models"][k].get("ready_replicas") == n for k, n in want.items()) or time.monotonic() > deadline: break
+        time.sleep(1)
     assert h["status"] == "ok", h
     for kind, n in (("llm", 2), ("stt", 1), ("tts", 1)):
         m = h["models"][kind]
