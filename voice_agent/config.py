@@ -71,6 +71,7 @@ class Settings:
     llm_device: str = "auto"                    # MODEL_SERVER_LLM_DEVICE: auto, cuda, cuda:N or cpu
     stt_device: str = "auto"                    # MODEL_SERVER_STT_DEVICE
     stt_beam_size: int|None = None              # MODEL_SERVER_STT_BEAM_SIZE: Whisper's beam (default 5; the local profile: 1, for latency)
+    stt_window: float|None = None               # MODEL_SERVER_STT_WINDOW: seconds a CTranslate2 Whisper encodes at least (default 30, Whisper's own window; the local profile: 10, for latency)
     warmup: bool = True                         # MODEL_SERVER_WARMUP: after loading, run each model once (TTS speaks, STT hears it, LLM makes a token) before /health/ready says ready
     tts_device: str = "auto"                    # MODEL_SERVER_TTS_DEVICE
     allow_pickle: bool = False                  # MODEL_SERVER_ALLOW_PICKLE: allow `.bin` (pickle) weights
@@ -121,6 +122,7 @@ ENV_VARS = {
     "llm_context": ("MODEL_SERVER_LLM_CONTEXT", int), "voice_aliases": ("MODEL_SERVER_VOICE_ALIASES", str),
     "llm_device": ("MODEL_SERVER_LLM_DEVICE", str), "stt_device": ("MODEL_SERVER_STT_DEVICE", str),
     "stt_beam_size": ("MODEL_SERVER_STT_BEAM_SIZE", int), "warmup": ("MODEL_SERVER_WARMUP", env_flag),
+    "stt_window": ("MODEL_SERVER_STT_WINDOW", float),
     "tts_device": ("MODEL_SERVER_TTS_DEVICE", str), "allow_pickle": ("MODEL_SERVER_ALLOW_PICKLE", env_flag),
     "trust_remote_code": ("MODEL_SERVER_TRUST_REMOTE_CODE", env_flag),
     "hub_probe_timeout": ("MODEL_SERVER_HUB_TIMEOUT", float),

@@ -12,8 +12,36 @@ from .loading import LoadedModel, Strategy, is_ctranslate2_dir
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['SAMPLE_RATE', 'STT_BATCH', 'SILENCE_PEAK', 'WhisperSTT', 'is_multilingual', 'check_language', 'subtitles',
-           'word_accuracy']
+__all__ = ['FRAMES_PER_SECOND', 'SAMPLE_RATE', 'STT_BATCH', 'SILENCE_PEAK', 'audio_frames', 'cut_window', 'windowed_whisper',
+           'WhisperSTT', 'is_multilingual', 'check_language', 'subtitles', 'word_accuracy']
+
+# %% ../nbs/06b_stt.ipynb #fc110f26
+FRAMES_PER_SECOND = 100  # Whisper's log-mel frames per second of audio
+
+def audio_frames(features: np.ndarray) -> int:
+    "How many frames of `features` (n_mels, frames) or (1, n_mels, frames) hold audio: faster-whisper pads with zeros after it."
+    cols = np.flatnonzero((features.reshape(-1, features.shape[-1]) != 0).any(axis=0))
+    return int(cols[-1]) + 1 if len(cols) else 0
+
+def cut_window(features: np.ndarray, # log-mel features, zero-padded past the audio to Whisper's 3000 frames
+               min_frames: int, # the shortest window to encode
+               tail: int=200, # frames kept after the audio (2 s: the encoder hears that the speech ended)
+              ) -> np.ndarray: # the window: the audio, then its quietest value (what Whisper saw in training), not zeros
+    "The frames worth encoding: the audio's and `tail` more, at least `min_frames`, at most all of them."
+    n = audio_frames(features)
+    w = min(features.shape[-1], max(min_frames, n + tail))
+    out = np.array(features[..., :w], dtype=np.float32, order="C")
+    if 0 < n < w: out[..., n:] = out[..., :n].min()
+    return out
+
+def windowed_whisper(window_s: float=30.0): # the shortest window encoded, seconds (30 or more: Whisper's own, nothing cut)
+    "faster-whisper's `WhisperModel` class, or a subclass whose encoder sees the audio (at least `window_s`), not always 30 s."
+    from faster_whisper import WhisperModel
+    if window_s >= 30: return WhisperModel
+    class WindowedWhisper(WhisperModel):
+        min_frames = max(1, int(window_s*FRAMES_PER_SECOND))
+        def encode(self, features): return super().encode(cut_window(features, self.min_frames))
+    return WindowedWhisper
 
 # %% ../nbs/06b_stt.ipynb #67f0d581
 SAMPLE_RATE = 16000
@@ -45,9 +73,9 @@ class WhisperSTT(LoadedModel):
                                      trust_remote_code=kw.pop("trust_remote_code"), model_kwargs=kw)}
 
     def load_faster_whisper(self):
-        "A CTranslate2 Whisper model through faster-whisper (int8 on the CPU, one thread per core; float16 on CUDA)."
+        "A CTranslate2 Whisper model through faster-whisper (int8 on the CPU, one thread per core; float16 on CUDA), its window `stt_window`."
         import os
-        from faster_whisper import WhisperModel
+        WhisperModel = windowed_whisper(self.settings.stt_window or 30)
         cuda = self.device.startswith("cuda")
         idx = int(self.device.split(":")[1]) if ":" in self.device else 0
         # CTranslate2's default of 4 threads oversubscribes a 2-core machine: 0.78 s against 1.29 s for a 2 s question
