@@ -191,6 +191,8 @@ class Reply:
     def __init__(self, modalities: list[str], voice: str, max_tokens, metadata: dict|None=None):
         self.id, self.item_id, self.modalities, self.voice, self.max_tokens = new_id("resp"), new_id("item"), modalities, voice, max_tokens
         self.metadata, self.cancel, self.reason = metadata, threading.Event(), None
+        self.llm_go = threading.Event()  # cleared while the first sentence is synthesized: the LLM waits, the TTS gets the cores
+        self.llm_go.set(); self.held = False
         self.gate, self.opened = asyncio.Event(), asyncio.Event()  # released (a draft waits for its turn to end); its item announced
         self.text, self.sentences, self.audio_ms, self.first_audio, self.usage = "", [], 0.0, None, {}
 
@@ -610,15 +612,22 @@ def response(self: RealtimeSession, r: Reply, status: str, output: list|None=Non
             "audio": {"output": {"format": dict(PCM), "voice": r.voice}}, "usage": usage, "metadata": r.metadata}
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #558222b9
-def llm_worker(model, messages: list[dict], opts: dict, put, cancel: threading.Event):
-    "Stream the LLM's reply into `put` (on the LLM's thread), stopping when `cancel` is set."
+def llm_worker(model, messages: list[dict], opts: dict, put, cancel: threading.Event,
+               go: threading.Event|None=None, # while it is clear, the LLM waits between pieces
+               max_wait: float=1.0, # seconds it waits for `go` at most over the reply (a busy TTS must not hold the LLM)
+              ):
+    "Stream the LLM's reply into `put` (on the LLM's thread), stopping when `cancel` is set, pausing while `go` is clear."
     if cancel.is_set(): return
-    usage, n = {}, 0
+    usage, n, until = {}, 0, None
     try:
         gen = model.stream_chat(messages, usage=usage, **opts)
         try:
             for piece in gen:
                 n += 1; put(("piece", piece))
+                while go is not None and not go.is_set() and not cancel.is_set():
+                    until = until or time.monotonic() + max_wait
+                    if time.monotonic() > until: break
+                    go.wait(0.02)
                 if cancel.is_set(): break
         finally: gen.close()
     except BaseException as e: put(("error", e)); return
@@ -692,7 +701,7 @@ async def generate(self: RealtimeSession, r: Reply, item: dict, messages: list[d
     def put(x):
         try: loop.call_soon_threadsafe(q.put_nowait, x)
         except RuntimeError: r.cancel.set()  # the loop is gone
-    fut = llm.submit(llm_worker, model, messages, {"max_new_tokens": n}, put, r.cancel)
+    fut = llm.submit(llm_worker, model, messages, {"max_new_tokens": n}, put, r.cancel, r.llm_go)
     opener = asyncio.ensure_future(self.open(r, item))
     sentences: asyncio.Queue = asyncio.Queue()
     speaker = asyncio.ensure_future(self.speak(r, tts, tts_model, sentences, ids)) if r.audio else None
@@ -707,6 +716,7 @@ async def generate(self: RealtimeSession, r: Reply, item: dict, messages: list[d
                 await r.opened.wait()
                 await self.send(event("response.output_text.delta", **ids, delta=val)); continue
             done, pending = cut_sentences(pending + val)
+            if done and not r.held: r.held = True; r.llm_go.clear()  # the first sentence: the LLM waits until it is synthesized
             for s in done: sentences.put_nowait(s)
         if r.audio:
             if pending.strip(): sentences.put_nowait(pending.strip())
@@ -714,7 +724,7 @@ async def generate(self: RealtimeSession, r: Reply, item: dict, messages: list[d
             await speaker
         await opener
     finally:
-        r.cancel.set(); fut.cancel()
+        r.cancel.set(); r.llm_go.set(); fut.cancel()
         for t in (speaker, opener):
             if t and not t.done(): t.cancel()
     self.st.metrics.prompt_tokens.inc(r.usage.get("prompt_tokens", 0)); self.st.metrics.tokens.inc(r.usage.get("completion_tokens", 0))
@@ -724,7 +734,8 @@ async def speak(self: RealtimeSession, r: Reply, slot: ModelSlot, model, sentenc
     "Synthesize sentences in order as they come; send each one's transcript and audio once the reply is released."
     opts = {"voice": r.voice, **({"speed": s} if (s := self.config["audio"]["output"]["speed"]) != 1.0 else {})}
     while (s := await sentences.get()) is not None:
-        deltas, secs = await slot.run(speak_sentence, model, s, opts)
+        try: deltas, secs = await slot.run(speak_sentence, model, s, opts)
+        finally: r.llm_go.set()
         self.st.metrics.audio_out.inc(secs)
         await r.opened.wait()
         r.sentences.append((s, r.audio_ms))
