@@ -129,8 +129,8 @@ def test_transcription_segments_words_and_subtitles(server):
     assert v.language == "en" and abs(v.duration - dur) < 0.01 and word_accuracy(SAID, v.text) >= 0.7
     assert v.segments and all(0 <= s.start < s.end <= dur + 0.1 and s.avg_logprob < 0 and 0 <= s.no_speech_prob <= 1 for s in v.segments)
     assert [w.word for w in v.words] == v.text.split()
-    fox = next(w for w in v.words if "fox" in w.word.lower()); call = next(w for w in v.words if "call" in w.word.lower())
-    assert 0 < fox.start < fox.end < call.start < dur
+    dog = next(w for w in v.words if "dog" in w.word.lower()); call = next(w for w in v.words if "call" in w.word.lower())
+    assert 0 < dog.start < dog.end < call.start < dur
     srt = sdk.audio.transcriptions.create(model="whisper-1", file=wav.open("rb"), response_format="srt")
     vtt = sdk.audio.transcriptions.create(model="whisper-1", file=wav.open("rb"), response_format="vtt")
     assert re.match(r"1\n00:00:\d\d,\d{3} --> 00:00:\d\d,\d{3}\n\S", srt), srt

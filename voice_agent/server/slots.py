@@ -8,7 +8,7 @@ import asyncio, functools, re, struct, threading, time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Protocol, runtime_checkable
 import numpy as np
 from fastcore.basics import patch
 from ..config import Settings, logger
@@ -17,10 +17,11 @@ from .errors import ApiError, ClientGone
 from .metrics import Metrics
 
 # %% auto #0
-__all__ = ['LABELS', 'KINDS', 'SERVES', 'DISABLED_NAMES', 'WARMUP_TEXT', 'WHISPER_WIDTHS', 'GENERIC_DIRS', 'OPENAI_NAMES',
-           'ChatModel', 'Transcriber', 'Synthesizer', 'methods', 'ModelSlot', 'unless_left', 'default_loaders',
-           'model_setting', 'ServerState', 'call_model', 'ct2_variables', 'whisper_ct2_name', 'readable_id',
-           'model_names', 'resolve_model']
+__all__ = ['LABELS', 'KINDS', 'SERVES', 'DISABLED_NAMES', 'WARMUP_TEXT', 'STREAM_AHEAD', 'STREAM_STALL', 'WHISPER_WIDTHS',
+           'GENERIC_DIRS', 'OPENAI_NAMES', 'ChatModel', 'Transcriber', 'Synthesizer', 'methods', 'ModelSlot',
+           'unless_left', 'default_loaders', 'model_setting', 'ServerState', 'call_model', 'model_error',
+           'stream_on_slot', 'Primed', 'primed', 'ct2_variables', 'whisper_ct2_name', 'readable_id', 'model_names',
+           'resolve_model']
 
 # %% ../../nbs/09f_server_slots.ipynb #8520d864
 @runtime_checkable
@@ -131,8 +132,8 @@ def _done(self: ModelSlot, _fut=None):
     with self._lock: _count(self, -1)
 
 @patch
-def submit(self: ModelSlot, fn: Callable, *args, **kw) -> Future:
-    "Queue `fn` on the model's thread, or refuse with 503 when `max_queue` requests already wait or the slot is shut down."
+def admit(self: ModelSlot):
+    "Count one more call in the model's queue, or refuse with 503 when `max_queue` requests already wait or the slot is shut down; `_done()` counts it out. `submit` admits each call; a slot whose calls are awaited rather than run on its thread (`RaySlot`) admits them the same way."
     with self._lock:
         if self.closed: raise _shutting_down()
         if self.in_flight > self.settings.max_queue:  # one running + max_queue waiting
@@ -140,9 +141,14 @@ def submit(self: ModelSlot, fn: Callable, *args, **kw) -> Future:
             raise ApiError(503, f"The {self.label} model is busy: {self.in_flight - 1} requests are already waiting "
                            f"(MODEL_SERVER_MAX_QUEUE={self.settings.max_queue}). Retry shortly.", "overloaded", "queue_full",
                            headers={"Retry-After": "1"})
-        try: fut = self._executor.submit(fn, *args, **kw)
-        except RuntimeError: raise _shutting_down() from None  # shut down between our check and the submit
         _count(self, +1)
+
+@patch
+def submit(self: ModelSlot, fn: Callable, *args, **kw) -> Future:
+    "Queue `fn` on the model's thread, once `admit` took it."
+    self.admit()
+    try: fut = self._executor.submit(fn, *args, **kw)
+    except RuntimeError: self._done(); raise _shutting_down() from None  # shut down between `admit` and the submit
     fut.add_done_callback(self._done)
     return fut
 
@@ -299,6 +305,82 @@ async def call_model(slot: ModelSlot, method: str, *args,
     except Exception as e:
         logger.exception(f"{slot.label} {method} failed")
         raise ApiError(500, f"the {slot.label} model failed: {one_line(e)}", "server_error", "model_error") from None
+
+# %% ../../nbs/09f_server_slots.ipynb #18ec8fe2
+STREAM_AHEAD = 64  # items a slot's generator may make before its reader takes them
+STREAM_STALL = 30.0  # seconds a generator waits for a reader that takes nothing before it is stopped
+
+def model_error(label: str, # the model's label: "LLM", "STT" or "TTS"
+                e: BaseException, # what the model raised
+               ) -> ApiError: # an `ApiError` as it is; 400 for bad input (a `ValueError`); else 500
+    "The HTTP error for a model's exception, as `call_model` maps it."
+    if isinstance(e, ApiError): return e
+    if isinstance(e, ValueError): return ApiError(400, f"{label}: {e}", code="invalid_value")
+    return ApiError(500, f"the {label} model failed: {one_line(e)}", "server_error", "model_error")
+
+def _stalled(slot: ModelSlot, ahead: int, stall: float) -> ApiError:
+    return ApiError(408, f"the {slot.label} stream was stopped: its reader took nothing for {stall:g} s while {ahead} items waited "
+                    "(a client that stops reading must close the connection)", "timeout_error", "client_stalled")
+
+async def stream_on_slot(slot: ModelSlot, # the slot whose thread runs the generator
+                         make_gen: Callable[[], Iterable], # makes the blocking generator: called, iterated and closed on the slot's thread
+                         client_left: Callable[[], Awaitable]|None=None, # completes when the client has gone (watched until the first item)
+                         stop: threading.Event|None=None, # set it to end the stream early: no item after the current one, the generator closed
+                         ahead: int=STREAM_AHEAD, # items the generator may make before the reader takes them
+                         stall: float=STREAM_STALL, # seconds to wait for a reader that takes nothing, then stop with `client_stalled`
+                        ) -> AsyncIterator: # the generator's items, in order
+    "The items of `make_gen()`, made on `slot`'s thread and yielded here; a reader that leaves stops the generator and frees the thread."
+    stop, loop, q, room = stop or threading.Event(), asyncio.get_running_loop(), asyncio.Queue(), threading.Semaphore(ahead)
+    def put(kind: str, val=None):
+        try: loop.call_soon_threadsafe(q.put_nowait, (kind, val))
+        except RuntimeError: stop.set()  # the loop is closed
+    def wait_room() -> bool:  # on the slot's thread: False once stopped
+        until = time.monotonic() + stall
+        while not room.acquire(timeout=0.1):
+            if stop.is_set(): return False
+            if time.monotonic() > until: raise _stalled(slot, ahead, stall)
+        return not stop.is_set()
+    def work():
+        if stop.is_set(): put("end"); return  # stopped, or the reader left, before this call's turn
+        try:
+            gen = make_gen()
+            try:
+                for item in gen:
+                    if not wait_room(): break
+                    put("item", item)
+                    if stop.is_set(): break  # before making the next one
+            finally:
+                if hasattr(gen, "close"): gen.close()  # here, on its own thread: stops the model's work when we leave early
+        except BaseException as e: put("error", e); return
+        put("end")
+    fut = slot.submit(work)
+    try:
+        kind, val = await unless_left(q.get(), client_left)  # a client that leaves while the call waits for its turn drops it
+        while kind == "item":
+            room.release()
+            yield val
+            kind, val = await q.get()
+        if kind == "error": raise val
+    finally:  # the end, an error, or the reader left (aclose, cancelled): stop the worker, wake it if it waits for room
+        stop.set(); room.release()
+        if fut.cancel(): slot.metrics.rejected.labels(slot.kind, "client_gone").inc()
+
+# %% ../../nbs/09f_server_slots.ipynb #b5c81833
+class Primed:
+    "A stream whose first item is already in (`primed`); closing it closes the stream."
+    def __init__(self, it: AsyncIterator, first: list): self.it, self.first = it, first
+    def __aiter__(self): return self
+    async def __anext__(self):
+        if self.first: return self.first.pop()
+        return await anext(self.it)
+    async def aclose(self):
+        if hasattr(self.it, "aclose"): await self.it.aclose()
+
+async def primed(stream: AsyncIterator, # e.g. `stream_on_slot(...)`
+                ) -> Primed: # the same items
+    "Wait for `stream`'s first item, so what fails before it (a full queue, a refused option, a client gone) raises now, before a response starts."
+    try: return Primed(stream, [await anext(stream)])
+    except StopAsyncIteration: return Primed(stream, [])
 
 # %% ../../nbs/09f_server_slots.ipynb #e4f77013
 WHISPER_WIDTHS = {384: "tiny", 512: "base", 768: "small", 1024: "medium", 1280: "large"}

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/09ha_server_speech.ipynb #25e52601
 from __future__ import annotations
-import asyncio, base64, json, threading
+import base64, json
 from typing import Awaitable, Callable, Iterator
 import numpy as np
 from fastapi.responses import StreamingResponse
@@ -12,22 +12,13 @@ from ..config import logger
 from ..loading import one_line
 from ..schemas import SpeechAudioDelta, SpeechAudioDone
 from .audio_io import SpeechEncoder
-from .errors import ApiError
-from .slots import ModelSlot, unless_left
+from .slots import ModelSlot, model_error, primed, stream_on_slot
 
 # %% auto #0
-__all__ = ['SSE_HEADERS', 'model_error', 'speech_pieces', 'stream_speech']
+__all__ = ['SSE_HEADERS', 'speech_pieces', 'stream_speech']
 
 # %% ../../nbs/09ha_server_speech.ipynb #8c18f569
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-def model_error(label: str, # "TTS"
-                e: BaseException, # what the model raised
-               ) -> ApiError: # 400 for bad input (a ValueError), else 500
-    "The HTTP error for a model's exception, as `call_model` maps it."
-    if isinstance(e, ApiError): return e
-    if isinstance(e, ValueError): return ApiError(400, f"{label}: {e}", code="invalid_value")
-    return ApiError(500, f"the {label} model failed: {one_line(e)}", "server_error", "model_error")
 
 def speech_pieces(model, # the TTS model
                   text: str, # what to say
@@ -50,42 +41,27 @@ async def stream_speech(slot: ModelSlot, # the ready TTS
                        ) -> StreamingResponse:
     "Synthesize on the model's thread a sentence at a time and stream the encoded audio as it comes."
     model, enc = slot.require(), SpeechEncoder(fmt, rate)
-    loop, q, cancel = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
-    def put(item):
-        try: loop.call_soon_threadsafe(q.put_nowait, item)
-        except RuntimeError: cancel.set()  # the loop is gone
-    def work():
-        if cancel.is_set(): return  # the client left before this call's turn
+    def encoded() -> Iterator[bytes]:  # on the model's thread, as `stream_on_slot` runs it
+        pieces = speech_pieces(model, text, opts)
         try:
-            pieces = speech_pieces(model, text, opts)
-            try:
-                for x, sr in pieces:
-                    if on_audio: on_audio(len(x)/sr)
-                    put(("audio", enc.feed(x, sr)))
-                    if cancel.is_set(): return
-            finally:
-                if hasattr(pieces, "close"): pieces.close()  # stops synthesis when we leave early
-            put(("audio", enc.close())); put(("end", None))
-        except BaseException as e: put(("error", e))
-    fut = slot.submit(work)
-    first = await unless_left(q.get(), client_left, lambda: (cancel.set(), fut.cancel()))
-    if first[0] == "error": raise model_error(slot.label, first[1])
+            for x, sr in pieces:
+                if on_audio: on_audio(len(x)/sr)
+                yield enc.feed(x, sr)
+        finally:
+            if hasattr(pieces, "close"): pieces.close()  # stops synthesis when we leave early
+        yield enc.close()
+    try: audio = await primed(stream_on_slot(slot, encoded, client_left))
+    except Exception as e: raise model_error(slot.label, e) from None
     async def body():
-        item = first
         try:
-            while True:
-                kind, val = item
-                if kind == "audio" and val: yield _sse(SpeechAudioDelta(audio=base64.b64encode(val).decode())) if sse else val
-                elif kind == "end":
-                    if sse: yield _sse(SpeechAudioDone())
-                    return
-                elif kind == "error":
-                    logger.error(f"{slot.label} failed while streaming: {one_line(val)}")
-                    if not sse: raise RuntimeError(f"the {slot.label} model failed mid-stream: {one_line(val)}") from val
-                    err = model_error(slot.label, val)
-                    yield f"data: {json.dumps({'type': 'error', 'error': {'message': err.message, 'type': err.type, 'code': err.code}})}\n\n".encode()
-                    return
-                item = await q.get()
-        finally: cancel.set()  # done, or the client went away: stop synthesizing
+            async for b in audio:
+                if b: yield _sse(SpeechAudioDelta(audio=base64.b64encode(b).decode())) if sse else b
+            if sse: yield _sse(SpeechAudioDone())
+        except Exception as e:  # the status is sent
+            logger.error(f"{slot.label} failed while streaming: {one_line(e)}")
+            if not sse: raise RuntimeError(f"the {slot.label} model failed mid-stream: {one_line(e)}") from e
+            err = model_error(slot.label, e)
+            yield f"data: {json.dumps({'type': 'error', 'error': {'message': err.message, 'type': err.type, 'code': err.code}})}\n\n".encode()
+        finally: await audio.aclose()  # done, or the client went away: stop synthesizing
     if sse: return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
     return StreamingResponse(body(), media_type=enc.media_type, headers={"X-Accel-Buffering": "no"})

@@ -4,7 +4,7 @@
 
 # %% ../../../nbs/09j_server_chat.ipynb #6c27c404
 from __future__ import annotations
-import asyncio, json, threading, time
+import json, threading, time
 from fastapi import APIRouter, Security
 from fastapi.responses import StreamingResponse
 from ...config import logger
@@ -15,7 +15,7 @@ from ...schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, C
 from ..deps import LLM, ClientLeft, LimitedRoute, Server, access
 from ..errors import SSE_EVENT_SCHEMA, ApiError, error_responses
 from ..generation import StopCutter, check_text, cut_at_stop, llm_options
-from ..slots import ModelSlot, ServerState, call_model, model_names, resolve_model, unless_left
+from ..slots import ModelSlot, ServerState, call_model, model_error, model_names, primed, resolve_model, stream_on_slot
 
 # %% auto #0
 __all__ = ['router', 'SSE_HEADERS', 'STREAM_DOC', 'model_cards', 'list_models', 'get_model', 'sse', 'refused_call_text',
@@ -69,67 +69,41 @@ async def stream_chat_events(st: ServerState, # the app's state
                             ) -> StreamingResponse:
     "Start a streamed chat completion; answer with its SSE stream."
     model, opts, messages = slot.require(), {**llm_options(req.options()), **req.tool_options()}, req.model_messages()
-    loop, q, cancel = asyncio.get_running_loop(), asyncio.Queue(), threading.Event()
-    def put(item):
-        try: loop.call_soon_threadsafe(q.put_nowait, item)
-        except RuntimeError: cancel.set()  # the loop is gone
-    def work():
-        if cancel.is_set(): return  # the client left before this call's turn
-        usage, n = {}, 0
-        try:
-            gen = model.stream_chat(messages, usage=usage, **opts)
-            try:
-                for piece in gen:
-                    n += 1; put(("piece", piece))
-                    if cancel.is_set(): break
-            finally: gen.close()  # stops generation when we left early
-        except BaseException as e: put(("error", e)); return
-        put(("end", usage or {"completion_tokens": n}))
-    fut = slot.submit(work)
-    first = await unless_left(q.get(), client_left, lambda: (cancel.set(), fut.cancel()))
-    if first[0] == "error":
-        e = first[1]
-        if isinstance(e, ApiError): raise e  # e.g. a 503 from a model served elsewhere (Ray Serve replicas all lost)
-        if isinstance(e, ValueError): raise ApiError(400, f"LLM: {e}", code="invalid_value")
-        raise ApiError(500, f"the LLM failed: {one_line(e)}", "server_error", "model_error")
+    usage, stop = {}, threading.Event()  # the model fills `usage` as it ends; `stop` ends it at a stop string
+    try: pieces = await primed(stream_on_slot(slot, lambda: model.stream_chat(messages, usage=usage, **opts), client_left, stop))
+    except Exception as e: raise model_error(slot.label, e) from None  # e.g. a 400 for a refused option, a 503 from lost Ray replicas
     cid, created, name = completion_id(), int(time.time()), name or slot.model_id
     chunk = lambda delta, finish=None, usage=None, choices=True: ChatCompletionChunk(
         id=cid, created=created, model=name, usage=usage, choices=[ChunkChoice(delta=delta, finish_reason=finish)] if choices else [])
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     async def events():
-        scan, item, calls = StopCutter(req.stop), first, 0
+        scan, calls, n = StopCutter(req.stop), 0, 0
         try:
             yield sse(chunk(Delta(role="assistant", content="")))
-            while True:
-                kind, val = item
-                if kind == "piece" and isinstance(val, ToolCall):
-                    if val.error: yield sse(chunk(Delta(content=refused_call_text(val))))
+            async for piece in pieces:
+                n += 1
+                if scan.stopped: continue  # made before the model heard to stop
+                if isinstance(piece, ToolCall):
+                    if piece.error: yield sse(chunk(Delta(content=refused_call_text(piece))))
                     else:
-                        for d in call_deltas(val, calls): yield sse(chunk(d))
+                        for d in call_deltas(piece, calls): yield sse(chunk(d))
                         calls += 1
-                elif kind == "piece":
-                    text = scan.feed(val)
-                    if text: yield sse(chunk(Delta(content=text)))
-                    if scan.stopped:
-                        cancel.set()
-                        while (item := await q.get())[0] == "piece": pass  # let the model's thread finish
-                        kind, val = "end", {**(item[1] if item[0] == "end" else {}), "finish_reason": "stop"}
-                if kind == "end":
-                    if rest := scan.flush(): yield sse(chunk(Delta(content=rest)))
-                    u = Usage.of(int(val.get("prompt_tokens", 0)), int(val.get("completion_tokens", 0)))
-                    st.metrics.prompt_tokens.inc(u.prompt_tokens); st.metrics.tokens.inc(u.completion_tokens)
-                    finish = "tool_calls" if calls else "stop" if scan.stopped or val.get("finish_reason") == "tool_calls" \
-                        else val.get("finish_reason", "stop")
-                    yield sse(chunk(Delta(), finish, None if include_usage else u))
-                    if include_usage: yield sse(chunk(None, usage=u, choices=False))
-                    break
-                if kind == "error":
-                    logger.error(f"LLM failed while streaming: {one_line(val)}")
-                    yield f"data: {json.dumps({'error': {'message': f'the LLM failed: {one_line(val)}', 'type': 'server_error', 'code': 'model_error'}})}\n\n"
-                    break
-                item = await q.get()
-            yield sse("[DONE]")
-        finally: cancel.set()  # the client went away, or we are done: stop generating
+                    continue
+                if text := scan.feed(piece): yield sse(chunk(Delta(content=text)))
+                if scan.stopped: stop.set()  # the model stops; its usage comes once it has
+            if rest := scan.flush(): yield sse(chunk(Delta(content=rest)))
+            u = Usage.of(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", n)))
+            st.metrics.prompt_tokens.inc(u.prompt_tokens); st.metrics.tokens.inc(u.completion_tokens)
+            finish = "tool_calls" if calls else "stop" if scan.stopped or usage.get("finish_reason") == "tool_calls" \
+                else usage.get("finish_reason", "stop")
+            yield sse(chunk(Delta(), finish, None if include_usage else u))
+            if include_usage: yield sse(chunk(None, usage=u, choices=False))
+        except Exception as e:  # the status is sent: the stream says what went wrong
+            logger.error(f"LLM failed while streaming: {one_line(e)}")
+            err = model_error(slot.label, e)
+            yield f"data: {json.dumps({'error': {'message': err.message, 'type': err.type, 'code': err.code}})}\n\n"
+        finally: await pieces.aclose()  # done, or the client went away: the model stops generating
+        yield sse("[DONE]")
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 # %% ../../../nbs/09j_server_chat.ipynb #6a896f53

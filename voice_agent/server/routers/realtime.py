@@ -15,7 +15,7 @@ from ...audio import resample
 from ...vad import TurnDetector, VADParams
 from ..deps import check_access
 from ..errors import ApiError
-from ..slots import ModelSlot, ServerState
+from ..slots import ModelSlot, ServerState, stream_on_slot
 from fastcore.basics import patch
 
 # %% auto #0
@@ -25,7 +25,7 @@ __all__ = ['RATE', 'DELTA_MS', 'MAX_HISTORY_ITEMS', 'TURN_DEFAULTS', 'PCM', 'IGN
            'decode_pcm', 'pcm_deltas', 'to_16k', 'cut_sentences', 'Reply', 'Speculation', 'spoken_before',
            'speculate_after', 'RealtimeSession', 'handles', 'on_session_update', 'on_clear', 'on_append', 'on_commit',
            'item_text', 'check_item', 'on_item_create', 'on_item_delete', 'on_item_retrieve', 'on_item_truncate',
-           'on_response_create', 'on_response_cancel', 'llm_worker', 'speak_sentence', 'live_sessions',
+           'on_response_create', 'on_response_cancel', 'llm_pieces', 'speak_sentence', 'live_sessions',
            'offered_protocols', 'ws_token', 'chosen_protocol', 'refuse', 'realtime']
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #85c6fcff
@@ -612,26 +612,21 @@ def response(self: RealtimeSession, r: Reply, status: str, output: list|None=Non
             "audio": {"output": {"format": dict(PCM), "voice": r.voice}}, "usage": usage, "metadata": r.metadata}
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #558222b9
-def llm_worker(model, messages: list[dict], opts: dict, put, cancel: threading.Event,
+def llm_pieces(model, messages: list[dict], opts: dict, usage: dict, # filled with the reply's token counts at its end
+               cancel: threading.Event, # set: stop waiting for `go`
                go: threading.Event|None=None, # while it is clear, the LLM waits between pieces
                max_wait: float=1.0, # seconds it waits for `go` at most over the reply (a busy TTS must not hold the LLM)
               ):
-    "Stream the LLM's reply into `put` (on the LLM's thread), stopping when `cancel` is set, pausing while `go` is clear."
-    if cancel.is_set(): return
-    usage, n, until = {}, 0, None
+    "The LLM's reply, piece by piece (on the LLM's thread, as `stream_on_slot` runs it), pausing while `go` is clear."
+    gen, until = model.stream_chat(messages, usage=usage, **opts), None
     try:
-        gen = model.stream_chat(messages, usage=usage, **opts)
-        try:
-            for piece in gen:
-                n += 1; put(("piece", piece))
-                while go is not None and not go.is_set() and not cancel.is_set():
-                    until = until or time.monotonic() + max_wait
-                    if time.monotonic() > until: break
-                    go.wait(0.02)
-                if cancel.is_set(): break
-        finally: gen.close()
-    except BaseException as e: put(("error", e)); return
-    put(("end", usage or {"completion_tokens": n}))
+        for piece in gen:
+            yield piece
+            while go is not None and not go.is_set() and not cancel.is_set():
+                until = until or time.monotonic() + max_wait
+                if time.monotonic() > until: break
+                go.wait(0.02)
+    finally: gen.close()
 
 def speak_sentence(model, text: str, opts: dict) -> tuple[list[str], float]:
     "Synthesize one sentence (on the TTS model's thread): its audio deltas and seconds."
@@ -697,34 +692,29 @@ async def generate(self: RealtimeSession, r: Reply, item: dict, messages: list[d
     model, tts_model = llm.require(), (tts.require() if r.audio else None)
     n = self.settings.max_new_tokens if r.max_tokens == "inf" else min(int(r.max_tokens), self.settings.max_new_tokens)
     ids = dict(response_id=r.id, item_id=item["id"], output_index=0, content_index=0)
-    loop, q = asyncio.get_running_loop(), asyncio.Queue()
-    def put(x):
-        try: loop.call_soon_threadsafe(q.put_nowait, x)
-        except RuntimeError: r.cancel.set()  # the loop is gone
-    fut = llm.submit(llm_worker, model, messages, {"max_new_tokens": n}, put, r.cancel, r.llm_go)
+    usage, count = {}, 0
+    pieces = stream_on_slot(llm, lambda: llm_pieces(model, messages, {"max_new_tokens": n}, usage, r.cancel, r.llm_go), stop=r.cancel)
     opener = asyncio.ensure_future(self.open(r, item))
     sentences: asyncio.Queue = asyncio.Queue()
     speaker = asyncio.ensure_future(self.speak(r, tts, tts_model, sentences, ids)) if r.audio else None
     try:
         pending = ""
-        while True:
-            kind, val = await q.get()
-            if kind == "error": raise val
-            if kind == "end": r.usage = val; break
-            r.text += val
+        async for val in pieces:
+            count += 1; r.text += val
             if not r.audio:
                 await r.opened.wait()
                 await self.send(event("response.output_text.delta", **ids, delta=val)); continue
             done, pending = cut_sentences(pending + val)
             if done and not r.held: r.held = True; r.llm_go.clear()  # the first sentence: the LLM waits until it is synthesized
             for s in done: sentences.put_nowait(s)
+        r.usage = usage or {"completion_tokens": count}
         if r.audio:
             if pending.strip(): sentences.put_nowait(pending.strip())
             sentences.put_nowait(None)
             await speaker
         await opener
     finally:
-        r.cancel.set(); r.llm_go.set(); fut.cancel()
+        await pieces.aclose(); r.cancel.set(); r.llm_go.set()
         for t in (speaker, opener):
             if t and not t.done(): t.cancel()
     self.st.metrics.prompt_tokens.inc(r.usage.get("prompt_tokens", 0)); self.st.metrics.tokens.inc(r.usage.get("completion_tokens", 0))
