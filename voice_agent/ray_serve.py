@@ -8,22 +8,22 @@ import asyncio, importlib.util, itertools, math, os, signal, socket, sys, tempfi
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 from fastapi import FastAPI
 from fastcore.basics import patch
 from .config import Settings, logger
 from .loading import one_line
 from .server.app import check_bind, create_app, setup_logging, usage_hint
 from .server.errors import ApiError
-from .server.slots import DISABLED_NAMES, KINDS, LABELS, ModelSlot, ServerState, default_loaders, model_setting
+from .server.slots import DISABLED_NAMES, KINDS, LABELS, ModelSlot, ServerState, default_loaders, model_setting, unless_left
 
 # %% auto #0
-__all__ = ['APP', 'NAMESPACE', 'INGRESS_MAX_ONGOING', 'QUIET', 'REPLICA_FIELDS', 'SECRET_FIELDS', 'LOCAL_RAY_ENV', 'SLOW_IMPORTS',
-           'RAY_PORTS', 'per_model', 'replica_options', 'most_replicas', 'deployment_options', 'ReplicaFailed',
-           'StreamEnd', 'plain_attempts', 'first_line', 'replica_identity', 'ModelReplica', 'ReplicaBoard', 'unwrap',
-           'retryable', 'RemoteModel', 'LocalHandle', 'model_state', 'RaySlot', 'ray_app', 'follow_replicas', 'Ingress',
-           'build_app', 'settings_args', 'settings_from_args', 'app_from_args', 'serve_config', 'free_port',
-           'reserved_cpus', 'LocalCluster', 'session_pids', 'serve_on_ray']
+__all__ = ['APP', 'NAMESPACE', 'INGRESS_MAX_ONGOING', 'QUIET', 'AWAITED', 'REPLICA_FIELDS', 'SECRET_FIELDS', 'LOCAL_RAY_ENV',
+           'SLOW_IMPORTS', 'RAY_PORTS', 'per_model', 'replica_options', 'most_replicas', 'deployment_options',
+           'ReplicaFailed', 'StreamEnd', 'plain_attempts', 'first_line', 'replica_identity', 'ModelReplica',
+           'ReplicaBoard', 'unwrap', 'retryable', 'RemoteModel', 'LocalHandle', 'model_state', 'RaySlot', 'ray_app',
+           'follow_replicas', 'Ingress', 'build_app', 'settings_args', 'settings_from_args', 'app_from_args',
+           'serve_config', 'free_port', 'reserved_cpus', 'LocalCluster', 'session_pids', 'serve_on_ray']
 
 # %% ../nbs/12_ray_serve.ipynb #05317ad3
 APP = "voice_agent"  # the Serve application's name
@@ -243,8 +243,10 @@ def retryable(e: BaseException) -> bool:
     from ray.serve.exceptions import BackPressureError
     return isinstance(e, (RayActorError, ActorUnavailableError, BackPressureError))
 
+AWAITED = ("chat", "transcribe", "synthesize_array")  # `RemoteModel` methods a `RaySlot` awaits (`acall`) rather than runs on a thread
+
 class RemoteModel:
-    "A model served by Ray Serve replicas, as a slot serves it: the routes' blocking methods, each a call through the deployment handle."
+    "A model served by Ray Serve replicas, as a slot serves it: the routes' methods, each a call through the deployment handle, awaited (`acall`) or blocking."
     def __init__(self, kind: str, # "llm", "stt" or "tts"
                  handle, # the deployment's `DeploymentHandle`
                  info: dict|None=None, # a ready replica's `info()`: what /health shows of the model
@@ -256,8 +258,8 @@ class RemoteModel:
     def model_name(self) -> str|None: return self._info.get("name")
     def info(self) -> dict: return dict(self._info)
 
-    def _retry(self, method: str, e: BaseException, n: int) -> BaseException:
-        "`e` unwrapped when it is final, else None (after a short pause, so Serve's router learns of a dead replica)."
+    def _final(self, method: str, e: BaseException, n: int) -> BaseException|None:
+        "`e` unwrapped when it is final (the model's own error; a 503 after the last retry), else None: try again after `_pause(n)`."
         e = unwrap(e)
         if not retryable(e): return e
         last = n == self.retries
@@ -266,13 +268,27 @@ class RemoteModel:
             return ApiError(503, f"the {self.label} replicas could not serve this request ({one_line(e)}), after {self.retries} retries: "
                             "retry shortly; GET /health lists the replicas and their state", "unavailable", "replica_lost",
                             headers={"Retry-After": "1"})
-        time.sleep(0.2*(n + 1))
+
+    def _pause(self, n: int) -> float: return 0.2*(n + 1)  # seconds before try n+1, so Serve's router learns of a dead replica
+
+    async def acall(self, method: str, # one of `AWAITED`
+                    *args, **kw):
+        "Await one call on a replica, on the caller's event loop (no thread waits on Ray); cancelling it cancels the call."
+        for n in range(self.retries + 1):
+            resp = getattr(self.handle, method).remote(*args, **kw)
+            try: return await resp
+            except asyncio.CancelledError: resp.cancel(); raise  # the client left: Serve drops the call if it has not started
+            except Exception as e:
+                if final := self._final(method, e, n): raise final from None
+            await asyncio.sleep(self._pause(n))
 
     def _call(self, method: str, *args, **kw):
+        "The same call, blocking a thread (the realtime route calls models from its own functions on the slot's thread)."
         for n in range(self.retries + 1):
             try: return getattr(self.handle, method).remote(*args, **kw).result()
             except Exception as e:
-                if final := self._retry(method, e, n): raise final from None
+                if final := self._final(method, e, n): raise final from None
+            time.sleep(self._pause(n))
 
     def chat(self, messages: list[dict], **opts): return self._call("chat", messages, **opts)
     def transcribe(self, audio, sample_rate: int|None=None, language: str|None=None) -> str:
@@ -281,7 +297,7 @@ class RemoteModel:
         return self._call("synthesize_array", text, voice, speed)
 
     def stream_chat(self, messages: list[dict], usage: dict|None=None, **opts) -> Iterator:
-        "The reply's pieces as the replica streams them; closing this generator cancels the replica's."
+        "The reply's pieces as the replica streams them (iterated on the slot's thread); closing this generator cancels the replica's."
         for n in range(self.retries + 1):
             gen, started = self.handle.options(stream=True).stream_chat.remote(messages, **opts), False
             try:
@@ -297,7 +313,8 @@ class RemoteModel:
                     if not retryable(e): raise e from None
                     raise ApiError(503, f"the {self.label} replica streaming this reply was lost ({one_line(e)}): ask again",
                                    "unavailable", "replica_lost", headers={"Retry-After": "1"}) from None
-                if final := self._retry("stream_chat", e, n): raise final from None
+                if final := self._final("stream_chat", e, n): raise final from None
+            time.sleep(self._pause(n))
 
 # %% ../nbs/12_ray_serve.ipynb #7d01be86
 class _Response:
@@ -369,6 +386,16 @@ class RaySlot(ModelSlot):
             self.metrics.up.labels(self.kind).set(0)
         if self.ready_replicas != before:
             logger.info(f"{self.label}: {self.ready_replicas} of {len(entries)} replicas ready")
+
+    async def run(self, fn: Callable, *args, client_left: Callable[[], Awaitable]|None=None, **kw):
+        "Await a call of the replicas' model (a `RemoteModel` method in `AWAITED`) through the handle, on the event loop: no slot thread waits on Ray; anything else (a route's own function) runs on a slot thread, as in `ModelSlot.run`."
+        model = getattr(fn, "__self__", None)
+        if not isinstance(model, RemoteModel) or fn.__name__ not in AWAITED:
+            return await super().run(fn, *args, client_left=client_left, **kw)
+        self.admit()  # the same queue bound and gauge as a call on the thread
+        try: return await unless_left(model.acall(fn.__name__, *args, **kw), client_left,
+                                      lambda: self.metrics.rejected.labels(self.kind, "client_gone").inc())
+        finally: self._done()
 
     @property
     def ready_replicas(self) -> int: return sum(e["state"] == "ready" for e in self.replicas)
