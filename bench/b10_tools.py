@@ -1,6 +1,6 @@
 """Benchmark 10: tool calling on the `local` profile's LLM (SmolLM2-135M-Instruct, GGUF, llama.cpp), as the server serves it.
 
-One `get_weather(city)` tool and 20 spoken-style weather questions (10 in quick mode: every other one), each naming a
+One `get_weather(city)` tool and 20 spoken-style weather questions (2 in quick mode), each naming a
 city; greedy decoding, the `local` profile's system message. A call counts as valid when it passes the server's checks (JSON, a given function, arguments
 matching the schema) and as right when its `city` is the one asked about.
 
@@ -12,7 +12,7 @@ matching the schema) and as right when its `city` is the one asked about.
 """
 from __future__ import annotations
 import json, time
-from common import median, row
+from common import local_model, local_settings, median, row
 
 WEATHER = [{"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city",
@@ -40,11 +40,7 @@ def judge(reply, city: str) -> tuple[bool, bool]:
 
 
 def run(cfg: dict, device: str, log) -> dict:
-    from voice_agent.cli import profile_settings
-    from voice_agent.config import Settings
-    from voice_agent.llm import OpenSourceLLM
-    s = profile_settings("local", Settings.from_env())
-    llm = OpenSourceLLM(settings=s)
+    s, llm = local_settings(), local_model("llm")
     ask = lambda q: [{"role": "user", "content": q}]
     llm.chat(ask("Hi"), max_new_tokens=4, temperature=0)  # warm up
     res = {"auto": [], "required": []}

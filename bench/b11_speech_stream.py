@@ -6,7 +6,7 @@ the last byte, for chunked pcm (Pipecat's way) and for `stream_format: sse` (Liv
 """
 from __future__ import annotations
 import socket, threading, time
-from common import median, paired_ratio, row
+from common import local_model, local_settings, median, paired_ratio, row
 
 REPLY = ("The train leaves the station at nine in the morning. It stops twice before the border. "
          "Lunch is served in the dining car. We arrive in the city before dark.")
@@ -35,21 +35,17 @@ def timed(client, body: dict) -> tuple[float, float, int]:
 
 def run(cfg: dict, device: str, log) -> dict:
     import httpx
-    from voice_agent.cli import profile_settings
-    from voice_agent.config import Settings
     from voice_agent.server.deps import assemble
     from voice_agent.server.routers.audio import router
     from voice_agent.server.slots import ServerState
-    from voice_agent.tts import Dia2TTS
-    s = profile_settings("local", Settings.from_env())
-    tts = Dia2TTS(settings=s)
+    s, tts = local_settings(), local_model("tts")
     url, server = serve(assemble(ServerState(s, {"tts": tts}), router))
     ways = {"pcm": {"input": REPLY, "response_format": "pcm"}, "sse": {"input": REPLY, "response_format": "pcm", "stream_format": "sse"}}
     m = {w: {"first": [], "total": []} for w in ways}
     try:
         with httpx.Client(base_url=url, timeout=300) as client:
             timed(client, ways["pcm"])  # warm up: the voice's first call
-            for i in range(max(3, cfg["local_repeats"])):
+            for i in range(cfg["speech_repeats"]):
                 for w in (ways if i % 2 == 0 else list(ways)[::-1]):  # alternated, so a drift of the machine hits both
                     first, total, n = timed(client, ways[w])
                     m[w]["first"].append(first); m[w]["total"].append(total)

@@ -2,9 +2,12 @@
 
 An empty HF_HOME and LOCAL_MODELS_DIR, the model `Qwen/Qwen2.5-7B-Instruct`; once with no offline variable set (the Hub
 is tried: here DNS fails), once with HF_HUB_OFFLINE=1. Each call is the first one in a process forked right after the
-imports (`probes.py offline`), so both sides start from the same state and import costs are not timed.
+imports (`probes.py offline`), so both sides start from the same state and import costs are not timed. In quick mode
+the two probe processes run at the same time (`offline_concurrent`): one spends its time waiting on the network, the
+other's calls take milliseconds. In full mode they run one after the other.
 """
 from __future__ import annotations
+from concurrent.futures import ThreadPoolExecutor
 from common import BENCH, child_env, median, row, run_child, scratch, ChildFailed
 
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_OFFLINE", "HF_FORCE_OFFLINE")
@@ -21,17 +24,22 @@ def order(n_va: int, n_plain: int) -> list[str]:
     return out
 
 
+def probe(extra: dict, calls: list[str], device: str, log) -> dict:
+    "One probe process: empty caches, no offline variable but those in `extra`, the `calls` in turn, each in a fresh fork."
+    env = child_env(**{"HF_HOME": scratch(), "HF_HUB_CACHE": None, "HF_ENDPOINT": None, "LOCAL_MODELS_DIR": scratch(),
+                       **{v: None for v in OFFLINE_VARS}, **extra})
+    return run_child([BENCH/"probes.py", "offline", "--order", ",".join(calls), "--device", device,
+                      "--timeout", CALL_TIMEOUT], timeout=CALL_TIMEOUT*len(calls) + 120, env=env, log=log)
+
+
 def run(cfg: dict, device: str, log) -> dict:
     n = cfg["offline_repeats"]
     rows, details = [], {}
-    for mode, extra, n_plain in (("no offline variable", {}, cfg["offline_plain_online_repeats"]),
-                                 ("HF_HUB_OFFLINE=1", {"HF_HUB_OFFLINE": "1"}, n)):
-        home, local = scratch(), scratch()
-        env = child_env(**{"HF_HOME": home, "HF_HUB_CACHE": None, "HF_ENDPOINT": None, "LOCAL_MODELS_DIR": local,
-                           **{v: None for v in OFFLINE_VARS}, **extra})
-        calls = order(n, n_plain)
-        res = run_child([BENCH/"probes.py", "offline", "--order", ",".join(calls), "--device", device,
-                         "--timeout", CALL_TIMEOUT], timeout=CALL_TIMEOUT*len(calls) + 120, env=env, log=log)
+    modes = (("no offline variable", {}, cfg["offline_plain_online_repeats"]), ("HF_HUB_OFFLINE=1", {"HF_HUB_OFFLINE": "1"}, n))
+    with ThreadPoolExecutor(2 if cfg.get("offline_concurrent") else 1) as pool:
+        futures = [pool.submit(probe, extra, order(n, n_plain), device, log) for _, extra, n_plain in modes]
+    for (mode, _, _), fut in zip(modes, futures):
+        res = fut.result()
         by = {k: [r for r in res["results"] if r["kind"] == k] for k in ("va_ensure", "va_llm", "plain")}
         for k, rs in by.items():
             bad = [r for r in rs if r.get("crashed") or not r.get("error")]

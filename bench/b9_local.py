@@ -4,13 +4,15 @@ The models are those `./run serve` serves: Whisper tiny.en (faster-whisper), Smo
 LLM's loading chain: llama.cpp on a CPU) and Piper en_US-joe-medium, in one process, as the server holds them.
 
 - Piper: synthesis seconds against the seconds of audio made (real-time factor), on a four-sentence reply.
+The models are loaded once per worker process and shared with benchmarks 10 and 11 when they run in it (`run.py`).
+
 - The turn: espeak-ng asks a one-sentence question. Streamed = STT + the LLM until its first whole sentence + Piper
   speaking that sentence (what a streaming voice loop waits for before the first sound). Waiting = STT + the whole
   reply + the whole reply spoken. The LLM's real reply is spoken (greedy, so both ways say the same words).
 """
 from __future__ import annotations
 import time
-from common import median, paired_ratio, row, scratch
+from common import local_model, local_settings, median, paired_ratio, row, scratch
 from b5_stt import speak
 
 QUESTION = "What is the capital of France?"
@@ -20,13 +22,8 @@ PASSAGE = ("The train leaves the station at nine in the morning. It stops twice 
 
 def run(cfg: dict, device: str, log) -> dict:
     from voice_agent.audio import load_audio, split_sentences
-    from voice_agent.cli import profile_settings
-    from voice_agent.config import Settings
-    from voice_agent.llm import OpenSourceLLM
-    from voice_agent.stt import WhisperSTT
-    from voice_agent.tts import Dia2TTS
-    s = profile_settings("local", Settings.from_env())
-    stt, llm, tts = WhisperSTT(settings=s), OpenSourceLLM(settings=s), Dia2TTS(settings=s)
+    s = local_settings()
+    stt, llm, tts = local_model("stt"), local_model("llm"), local_model("tts")  # shared with the other local-profile benchmarks
     question = load_audio(speak(QUESTION, scratch()/"local_question.wav"))
     msgs = lambda text: [{"role": "system", "content": "You are a helpful voice assistant. Answer in one short sentence."},
                          {"role": "user", "content": text}]

@@ -14,15 +14,17 @@ RESULT_TAG = "BENCH_RESULT "  # a child process prints its result as one line st
 
 # %% the two modes
 MODES = {
-    # CI: small models, few repeats; must finish in about 4 minutes on 2 CPU cores.
+    # CI (tests/test_bench.py): proves every benchmark runs and prints its ratios, in about 2-3 minutes on 2 CPU cores.
+    # One pair of runs where a pair is enough to form a ratio; the figures worth quoting come from --full.
     "quick": dict(
         offline_repeats=2, offline_plain_online_repeats=1,  # plain transformers retries ~23 s with no route to the Hub
-        load_model=dict(hidden_size=512, num_layers=4), load_repeats=2,
-        serve_model=dict(hidden_size=256, num_layers=4, seed=0), serve_tokens=24, serve_repeats=8, stream_repeats=3,
-        clients=16, requests_per_client=1, single_requests=4, load_tokens=8, load_rounds=1,
+        offline_concurrent=True,  # its two probe processes at once (b1_offline.py)
+        load_model=dict(hidden_size=512, num_layers=4), load_repeats=1,  # each repeat is two fresh processes
+        serve_model=dict(hidden_size=256, num_layers=4, seed=0), serve_tokens=24, serve_repeats=4, stream_repeats=2,
+        clients=16, requests_per_client=1, single_requests=2, load_tokens=4, load_rounds=1,
         stt_sentences=3, stt_repeats=1,
-        gguf_tokens=32, gguf_repeats=2, local_repeats=2, tools_questions=4,
-        turn_repeats=2, turn_tokens=24),
+        gguf_tokens=16, gguf_repeats=1, local_repeats=1, speech_repeats=2, tools_questions=2,
+        turn_repeats=1, turn_tokens=24),
     # People: the ~456 MB Qwen2 (hidden 1024, 12 layers), ~30 s of speech, more repeats.
     "full": dict(
         offline_repeats=5, offline_plain_online_repeats=3,
@@ -30,7 +32,7 @@ MODES = {
         serve_model=dict(hidden_size=512, num_layers=8, seed=1), serve_tokens=32, serve_repeats=15, stream_repeats=7,
         clients=16, requests_per_client=2, single_requests=6, load_tokens=16, load_rounds=3,
         stt_sentences=None, stt_repeats=3,
-        gguf_tokens=64, gguf_repeats=3, local_repeats=5, tools_questions=20,
+        gguf_tokens=64, gguf_repeats=3, local_repeats=5, speech_repeats=5, tools_questions=20,
         turn_repeats=5, turn_tokens=48),
 }
 
@@ -252,6 +254,28 @@ def as_dicts(rows: list[Row]) -> list[dict]:
 def models_dir(default: Path|None=None) -> Path:
     "Where the benchmarks build their models (reused between runs: each build is checked by its marker)."
     return Path(os.environ.get("VOICE_AGENT_BENCH_MODELS") or default or BENCH/"results"/"models")
+
+
+_LOCAL: dict = {}  # the `local` profile's settings and models, per process
+
+def local_settings():
+    "The `local` profile's settings (those `./run serve` serves), made once per process."
+    if "settings" not in _LOCAL:
+        from voice_agent.cli import profile_settings
+        from voice_agent.config import Settings
+        _LOCAL["settings"] = profile_settings("local", Settings.from_env())
+    return _LOCAL["settings"]
+
+
+def local_model(kind: str):
+    "The `local` profile's model of `kind` (stt, llm or tts), loaded on first use and shared by the benchmarks of this process."
+    if kind not in _LOCAL:
+        if kind == "stt": from voice_agent.stt import WhisperSTT as cls
+        elif kind == "llm": from voice_agent.llm import OpenSourceLLM as cls
+        elif kind == "tts": from voice_agent.tts import Dia2TTS as cls
+        else: raise ValueError(f"unknown model kind {kind!r}: use stt, llm or tts")
+        _LOCAL[kind] = cls(settings=local_settings())
+    return _LOCAL[kind]
 
 
 _SCRATCH: list[Path] = []

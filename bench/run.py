@@ -5,7 +5,9 @@
 
 Each figure is a ratio of two things measured in the same run (medians of repeated runs). Targets are informational: the
 run fails (exit 1) only when a benchmark errors or the server loses a request. Each benchmark runs in a worker process
-of its own with a timeout; measurements whose process state matters (imports, peak memory) run in fresh processes.
+of its own with a timeout; measurements whose process state matters (imports, peak memory) run in fresh processes. The
+benchmarks of the `local` profile's models (gguf, local, tools, speech_stream) share one worker process, so its imports
+and models are loaded once (`common.local_model`); each still reports its own rows, error and seconds.
 """
 from __future__ import annotations
 import argparse, json, os, shutil, sys, time, traceback
@@ -22,19 +24,41 @@ WORKERS = {"offline": ("b1_offline", ["offline"]), "loading": ("b2_loading", ["l
            "tools": ("b10_tools", ["tools"]), "speech_stream": ("b11_speech_stream", ["speech_stream"]),
            "realtime": ("b12_realtime", ["realtime"]), "ray": ("b13_ray", ["ray"])}
 BENCHMARKS = [b for _, bs in WORKERS.values() for b in bs]
+# workers that run one after the other in one process, sharing its imports and models
+SHARED_PROCESS = {"gguf": "local models", "local": "local models", "tools": "local models", "speech_stream": "local models"}
 # run only when named in --only (stt_peer installs a peer server in a venv of its own on its first run)
 OPT_IN = {"stt_peer", "realtime", "ray"}  # realtime: minutes of questions spoken at real-time pace; ray: a local Ray cluster
 MIN_TIMEOUT = {"stt_peer": 900, "realtime": 900, "ray": 1500}  # seconds: that install, then two servers; realtime: ~40 spoken turns
 
 
+def plan(only: list[str]) -> list[list[str]]:
+    "The worker processes to start, in order: each a list of workers (those of one `SHARED_PROCESS` group go together)."
+    out, groups = [], {}
+    for w in only:
+        g = SHARED_PROCESS.get(w)
+        if g is None: out.append([w])
+        elif g in groups: groups[g].append(w)
+        else: groups[g] = [w]; out.append(groups[g])
+    return out
+
+
 def worker(a):
-    "Inside a worker process: run one benchmark module and print its result."
+    "Inside a worker process: run its benchmark modules in turn and print their results (a failing one reports its error)."
     import importlib, logging
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s - %(levelname)s - %(message)s")
-    mod = importlib.import_module(WORKERS[a.worker][0])
-    out = mod.run(MODES[a.mode], a.device, Path(a.log))
-    for b in out.values(): b["rows"] = as_dicts(b["rows"])
-    emit(out)
+    results = {}
+    for name in a.worker.split(","):
+        t = time.perf_counter()
+        try:
+            out = importlib.import_module(WORKERS[name][0]).run(MODES[a.mode], a.device, Path(a.log))
+            for b in out.values(): b.update(rows=as_dicts(b["rows"]), error=None)
+        except Exception as e:
+            traceback.print_exc()
+            err = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+            out = {b: {"rows": [], "details": {}, "error": err} for b in WORKERS[name][1]}
+        for b in out.values(): b["seconds"] = round(time.perf_counter() - t, 1)
+        results.update(out)
+    emit(results)
 
 
 def parse(argv=None):
@@ -49,9 +73,11 @@ def parse(argv=None):
                    "copied to bench/results/<mode>.json)")
     p.add_argument("--models-dir", default=None, help="where generated models are built and reused "
                    "(default: bench/results/models)")
-    p.add_argument("--worker", choices=list(WORKERS), help=argparse.SUPPRESS)
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # comma-separated workers, run in this process
     p.add_argument("--log", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.worker and (bad := [w for w in a.worker.split(",") if w not in WORKERS]):
+        p.error(f"unknown --worker {bad}: use {', '.join(WORKERS)}")
     a.mode = a.mode or "quick"
     return a
 
@@ -73,17 +99,24 @@ def main(argv=None) -> int:
     say(f"voice_agent benchmarks, {a.mode} mode, device {a.device}; logs in {logs}")
     machine = machine_info()
     say("machine: " + describe_machine(machine))
-    results = {}
-    for i, name in enumerate(only, 1):
-        t = time.perf_counter()
-        say(f"[{i}/{len(only)}] {name} ...")
+    results, steps = {}, plan(only)
+    for i, names in enumerate(steps, 1):
+        t, label = time.perf_counter(), ",".join(names)
+        say(f"[{i}/{len(steps)}] {label} ...")
+        log = logs/f"{'+'.join(names)}.log"
         try:
-            res = run_child([BENCH/"run.py", "--worker", name, "--" + a.mode, "--device", a.device, "--log", logs/f"{name}.log"],
-                            max(WORKER_TIMEOUT[a.mode], MIN_TIMEOUT.get(name, 0)), child_env(), logs/f"{name}.log")
-            for b, r in res.items(): results[b] = {**r, "error": None, "seconds": round(time.perf_counter() - t, 1)}
+            res = run_child([BENCH/"run.py", "--worker", label, "--" + a.mode, "--device", a.device, "--log", log],
+                            sum(max(WORKER_TIMEOUT[a.mode], MIN_TIMEOUT.get(n, 0)) for n in names), child_env(), log)
+            if len(names) == 1:  # the whole process, imports included
+                for r in res.values(): r["seconds"] = round(time.perf_counter() - t, 1)
+            else: say("    " + ", ".join(f"{b} {r['seconds']:.1f} s" for b, r in res.items()))
+            results.update(res)
+            for b, r in res.items():
+                if r["error"]: say(f"    {b} failed: {r['error'].splitlines()[0]}")
         except (ChildFailed, OSError, ValueError) as e:
-            for b in WORKERS[name][1]:
-                results[b] = {"rows": [], "details": {}, "error": str(e), "seconds": round(time.perf_counter() - t, 1)}
+            for n in names:
+                for b in WORKERS[n][1]:
+                    results[b] = {"rows": [], "details": {}, "error": str(e), "seconds": round(time.perf_counter() - t, 1)}
             say(f"    failed: {str(e).splitlines()[0]}")
         say(f"    {time.perf_counter() - t:.1f} s")
     rows = [r for b in BENCHMARKS if b in results for r in results[b]["rows"]]

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx, numpy as np, pytest, soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_server_socket import BIN, free_port, server_env, speak, start, stop  # noqa: E402
+from test_server_socket import speak  # noqa: E402
 
 openai = pytest.importorskip("openai", reason="the openai SDK is in the test extras: pip install -e '.[test]'")
 
@@ -21,16 +21,13 @@ SAID = "The quick brown fox jumps over the lazy dog. Please call me back tomorro
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    "The local profile on a free port; an OpenAI SDK client and a plain httpx client for it."
+def server(tmp_path_factory, local_server):
+    "The local profile (shared: conftest.py); an OpenAI SDK client and a plain httpx client for it."
     work = tmp_path_factory.mktemp("audio_api")
-    port = free_port()
-    proc = start([str(BIN/"voice-agent"), "serve", "--profile", "local", "--port", str(port)],
-                 server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(work/"models")), port, work/"server.log")
-    sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+    sdk = openai.OpenAI(base_url=local_server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    http = httpx.Client(base_url=local_server.url, timeout=120)
     yield sdk, http, work
-    http.close(); stop(proc)
+    http.close()
 
 
 def heard(http: httpx.Client, pcm24: bytes) -> str:

@@ -20,6 +20,31 @@ def test_helpers():
     assert "| x | what | a: 1.00 s | b: 4.00 s | 0.250 | A/B ≤ 0.5 | pass |" in markdown_table([r.__dict__])
 
 
+def test_plan_shares_a_process_between_local_profile_benchmarks():
+    "The local-profile benchmarks go to one worker process (at the first one's place); the others each get their own."
+    from run import plan
+    assert plan(["offline", "gguf", "local", "serving", "tools", "speech_stream"]) == \
+        [["offline"], ["gguf", "local", "tools", "speech_stream"], ["serving"]]
+    assert plan(["tools"]) == [["tools"]] and plan([]) == []
+
+
+def test_worker_reports_each_benchmark_even_when_one_fails(monkeypatch, capsys, tmp_path):
+    "In a shared worker process a failing benchmark reports its error, and the next one still runs and reports its rows."
+    import types, run
+    from common import RESULT_TAG, row
+    bad = types.SimpleNamespace(run=lambda cfg, device, log: 1/0)
+    good = types.SimpleNamespace(run=lambda cfg, device, log: {"g": {"rows": [row("g", "x", 1.0, 2.0, "s", "a", "b", "t", lambda a, b, r: True)],
+                                                                     "details": {"repeats": cfg["local_repeats"]}}})
+    monkeypatch.setitem(sys.modules, "fake_bad", bad); monkeypatch.setitem(sys.modules, "fake_good", good)
+    monkeypatch.setattr(run, "WORKERS", {"bad": ("fake_bad", ["b"]), "good": ("fake_good", ["g"])})
+    run.worker(types.SimpleNamespace(worker="bad,good", mode="quick", device="cpu", log=str(tmp_path/"log")))
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith(RESULT_TAG)][-1]
+    res = json.loads(line[len(RESULT_TAG):])
+    assert res["b"]["rows"] == [] and res["b"]["error"].startswith("ZeroDivisionError")
+    assert res["g"]["error"] is None and res["g"]["rows"][0]["ratio"] == 0.5 and res["g"]["details"] == {"repeats": 1}
+    assert all(r["seconds"] >= 0 for r in res.values())
+
+
 def test_quick_run(tmp_path):
     "`bench/run.py --quick` exits 0, prints the table, and writes JSON with every benchmark measured and 0 lost requests."
     out = tmp_path/"quick.json"

@@ -70,8 +70,11 @@ def env(work):
 
 
 @pytest.fixture(scope="module")
-def model_server(work, env):
-    "`voice-agent serve --profile PROFILE` on a free port, ready."
+def model_server(request, work, env):
+    "`voice-agent serve --profile PROFILE` on a free port, ready; for the local profile, the session's shared one (conftest.py)."
+    if PROFILE == "local":
+        yield request.getfixturevalue("local_server").url
+        return
     port, log = free_port(), work/"server.log"
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "serve", "--profile", PROFILE, "--port", str(port)],

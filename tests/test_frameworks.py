@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import httpx, numpy as np, pytest, soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_server_socket import BIN, free_port, server_env, speak, start, stop  # noqa: E402
+from test_server_socket import speak  # noqa: E402
 
 QUESTION = "What is the capital of France?"
 SPOKEN = "The weather in Paris is sunny today. Tomorrow it will rain in the afternoon."  # two sentences, ~4 s of speech
@@ -32,17 +32,14 @@ WEATHER_QUESTION = "What is the weather in Paris right now?"
 
 
 @pytest.fixture(scope="module")
-def local(tmp_path_factory):
-    "`voice-agent serve --profile local` on a free port; yields the OpenAI base_url and a client for reference calls."
+def local(tmp_path_factory, local_server):
+    "`voice-agent serve --profile local` (shared: conftest.py); yields the OpenAI base_url and a client for reference calls."
     work = tmp_path_factory.mktemp("frameworks")
-    port, log = free_port(), work/"server.log"
-    proc = start([str(BIN/"voice-agent"), "serve", "--profile", "local", "--port", str(port)],
-                 server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(work/"models")), port, log)
     from loguru import logger  # Pipecat logs every frame hop at DEBUG: keep its warnings and errors only
     logger.remove(); logger.add(sys.stderr, level="WARNING")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT)
-    yield SimpleNamespace(base_url=f"http://127.0.0.1:{port}/v1", client=client, work=work, log=log)
-    client.close(); stop(proc)
+    client = httpx.Client(base_url=local_server.url, timeout=TIMEOUT)
+    yield SimpleNamespace(base_url=local_server.url + "/v1", client=client, work=work, log=local_server.log)
+    client.close()
     logger.remove(); logger.add(sys.stderr)  # loguru's default again, for whatever runs next
 
 

@@ -2,7 +2,7 @@
 
 Cells flagged `#| gpu` run only where CUDA is available; `#| slow` cells run with VOICE_AGENT_SLOW=1.
 """
-import hashlib, os, subprocess, sys
+import hashlib, importlib.util, os, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -10,6 +10,13 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 NOTEBOOKS = sorted(p for p in (ROOT/"nbs").rglob("*.ipynb")
                    if not any(part.startswith(("_", ".")) for part in p.relative_to(ROOT/"nbs").parts))
+
+
+def _tools_readme():
+    "tools/readme.py as a module: its `proc_nbs` runs nbdev's docs processing without nbdev's Quarto installer."
+    spec = importlib.util.spec_from_file_location("voice_agent_tools_readme", ROOT/"tools"/"readme.py")
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
 
 
 def _flags() -> str:
@@ -60,9 +67,12 @@ def test_export_and_clean_leave_tree_unchanged(tmp_path):
 
 
 def test_docs_pipeline_processes_every_notebook(tmp_path):
-    "nbdev_proc_nbs turns every notebook into a docs page (the full nbdev_docs where Quarto is installed)."
-    r = subprocess.run([str(BIN/"nbdev_proc_nbs")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    """nbdev_proc_nbs turns every notebook into a docs page (the full nbdev_docs where Quarto is installed).
+
+    Run as tools/readme.py runs it, so the README test after this one only reprocesses what changed in between."""
+    r = _tools_readme().proc_nbs(timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
+    assert "pip install" not in r.stdout, "nbdev tried to install Quarto and the package: see tools/readme.py PROC"
     proc = ROOT/"_proc"
     missing = [str(p) for p in NOTEBOOKS if not (proc/p.relative_to(ROOT/"nbs")).exists()]
     assert not missing, f"not processed for the docs: {missing}"

@@ -6,13 +6,9 @@ tools' JSON schemas. Checked here: a call reaches the SDK as `message.tool_calls
 streamed (the SDK's own accumulator); a `role: "tool"` result then gets a text reply; `/v1/models` lists readable ids
 and replies carry the model name asked for. Run with `pytest -s` to see the replies.
 """
-import json, sys, time
-from pathlib import Path
+import json, time
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_server_socket import BIN, free_port, server_env, start, stop  # noqa: E402
 
 WEATHER = [{"type": "function", "function": {
     "name": "get_weather", "description": "Get the current weather in a city",
@@ -23,15 +19,10 @@ ASK = [{"role": "user", "content": "What's the weather in Paris?"}]
 
 
 @pytest.fixture(scope="module")
-def oa(tmp_path_factory):
-    "The local profile on a free port, and an OpenAI client for it."
+def oa(local_server):
+    "The local profile (shared: conftest.py), and an OpenAI client for it."
     from openai import OpenAI
-    work = tmp_path_factory.mktemp("tools")
-    port = free_port()
-    proc = start([str(BIN/"voice-agent"), "serve", "--profile", "local", "--port", str(port)],
-                 server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(work/"models")), port, work/"server.log")
-    yield OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=120)
-    stop(proc)
+    return OpenAI(base_url=local_server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
 
 
 def test_models_have_readable_ids(oa):

@@ -1,6 +1,6 @@
 """Write README.md from nbs/index.ipynb without Quarto (nbdev_readme needs Quarto, which CI machines lack).
 
-Uses nbdev's own processing (`nbdev_proc_nbs` -> `_proc/index.ipynb`), then nbconvert to markdown.
+Uses nbdev's own processing (`nbdev_proc_nbs` -> `_proc/index.ipynb`, see `proc_nbs`), then nbconvert to markdown.
 `python tools/readme.py --check` exits 1 when README.md is out of date.
 """
 import re, subprocess, sys
@@ -10,9 +10,24 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+# Without Quarto, nbdev_proc_nbs first tries to install it (sudo, a download) and then runs `pip install -e ".[dev]"` with
+# whatever pip is on PATH: tens of seconds and a changed Python environment, each time. Processing needs neither.
+PROC = ("import shutil, nbdev.quarto as q\n"
+        "if not shutil.which('quarto'):\n"
+        "    assert hasattr(q, '_ensure_quarto'), 'nbdev no longer has _ensure_quarto: update tools/readme.py'\n"
+        "    q._ensure_quarto = lambda: None\n"
+        "q.nbdev_proc_nbs.__wrapped__()\n")
+
+
+def proc_nbs(timeout: float=900) -> subprocess.CompletedProcess:
+    "Run `nbdev_proc_nbs` (notebooks -> `_proc/`, only those changed since the last run) without nbdev's Quarto installer."
+    return subprocess.run([sys.executable, "-c", PROC], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
 def render() -> str:
     "README text from the processed index notebook."
-    subprocess.run([str(BIN/"nbdev_proc_nbs")], cwd=ROOT, check=True, capture_output=True)
+    r = proc_nbs()
+    if r.returncode: sys.exit(f"nbdev_proc_nbs failed:\n{r.stderr[-4000:]}")
     md = subprocess.run([str(BIN/"jupyter"), "nbconvert", "--to", "markdown", "--stdout", str(ROOT/"_proc"/"index.ipynb")],
                         check=True, capture_output=True, text=True).stdout
     front = re.match(r"---\n(.*?)\n---\n", md, re.S)
