@@ -19,7 +19,7 @@ from .metrics import Metrics
 # %% auto #0
 __all__ = ['LABELS', 'KINDS', 'SERVES', 'DISABLED_NAMES', 'WARMUP_TEXT', 'STREAM_AHEAD', 'STREAM_STALL', 'WHISPER_WIDTHS',
            'GENERIC_DIRS', 'OPENAI_NAMES', 'ChatModel', 'Transcriber', 'Synthesizer', 'methods', 'ModelSlot',
-           'unless_left', 'default_loaders', 'model_setting', 'ServerState', 'call_model', 'model_error',
+           'unless_left', 'default_loaders', 'model_setting', 'ServerState', 'model_error', 'call_model',
            'stream_on_slot', 'Primed', 'primed', 'ct2_variables', 'whisper_ct2_name', 'readable_id', 'model_names',
            'resolve_model']
 
@@ -293,23 +293,6 @@ def warm_up(self: ServerState):
     finally: self.warming = False
 
 # %% ../../nbs/09f_server_slots.ipynb #bf57bfb1
-async def call_model(slot: ModelSlot, method: str, *args,
-                     client_left: Callable[[], Awaitable]|None=None, # completes when the client has gone
-                     **kw):
-    "Run one method of `slot`'s model on its thread, mapping its errors to HTTP errors."
-    model = slot.require()
-    try: return await slot.run(getattr(model, method), *args, client_left=client_left, **kw)
-    except ApiError: raise
-    except ValueError as e:  # includes AudioError and pydantic's ValidationError
-        raise ApiError(400, f"{slot.label}: {e}", code="invalid_value") from None
-    except Exception as e:
-        logger.exception(f"{slot.label} {method} failed")
-        raise ApiError(500, f"the {slot.label} model failed: {one_line(e)}", "server_error", "model_error") from None
-
-# %% ../../nbs/09f_server_slots.ipynb #18ec8fe2
-STREAM_AHEAD = 64  # items a slot's generator may make before its reader takes them
-STREAM_STALL = 30.0  # seconds a generator waits for a reader that takes nothing before it is stopped
-
 def model_error(label: str, # the model's label: "LLM", "STT" or "TTS"
                 e: BaseException, # what the model raised
                ) -> ApiError: # an `ApiError` as it is; 400 for bad input (a `ValueError`); else 500
@@ -317,6 +300,21 @@ def model_error(label: str, # the model's label: "LLM", "STT" or "TTS"
     if isinstance(e, ApiError): return e
     if isinstance(e, ValueError): return ApiError(400, f"{label}: {e}", code="invalid_value")
     return ApiError(500, f"the {label} model failed: {one_line(e)}", "server_error", "model_error")
+
+async def call_model(slot: ModelSlot, method: str, *args,
+                     client_left: Callable[[], Awaitable]|None=None, # completes when the client has gone
+                     **kw):
+    "Run one method of `slot`'s model on its thread, mapping its errors to HTTP errors."
+    model = slot.require()
+    try: return await slot.run(getattr(model, method), *args, client_left=client_left, **kw)
+    except Exception as e:  # a ValueError (AudioError, pydantic's ValidationError too) is the client's: 400; else 500
+        err = model_error(slot.label, e)
+        if err is not e and err.status == 500: logger.exception(f"{slot.label} {method} failed")
+        raise err from None
+
+# %% ../../nbs/09f_server_slots.ipynb #18ec8fe2
+STREAM_AHEAD = 64  # items a slot's generator may make before its reader takes them
+STREAM_STALL = 30.0  # seconds a generator waits for a reader that takes nothing before it is stopped
 
 def _stalled(slot: ModelSlot, ahead: int, stall: float) -> ApiError:
     return ApiError(408, f"the {slot.label} stream was stopped: its reader took nothing for {stall:g} s while {ahead} items waited "
