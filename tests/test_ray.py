@@ -28,12 +28,14 @@ def get(url: str, path: str, **kw) -> httpx.Response: return httpx.get(url + pat
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    "The CLI on a free port, with a local Ray cluster; this test process joins the cluster too (to kill a replica)."
+    """The CLI on a free port, with a local Ray cluster; this test process joins the cluster too (to kill a replica).
+    Its LLM queue holds 32: the 32-request test sends 18 LLM calls at once, one more than the default bound
+    (2 running + MODEL_SERVER_MAX_QUEUE=15 waiting) admits, and it tests Ray's routing, not admission."""
     d = tmp_path_factory.mktemp("ray")
     port, log = free_port(), d/"serve.log"
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(BIN/"voice-agent"), "serve", "--engine", "ray", "--profile", "tiny", "--llm-replicas", "2",
-                             "--port", str(port)], cwd=ROOT, env=server_env(), stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+                             "--port", str(port)], cwd=ROOT, env=server_env(MODEL_SERVER_MAX_QUEUE=32), stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + STARTUP_TIMEOUT
     while True:
         if proc.poll() is not None: pytest.fail(f"serve --engine ray exited with {proc.returncode}:\n{log.read_text()[-8000:]}")
