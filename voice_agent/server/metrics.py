@@ -29,6 +29,9 @@ class Metrics:
         self.up = Gauge("voice_agent_model_up", "1 when the model is loaded and serving", ["kind"], registry=r)
         self.queue = Gauge("voice_agent_model_queue", "Requests running or waiting per model", ["kind"], registry=r)
         self.rejected = Counter("voice_agent_rejected_requests", "Requests refused before reaching a model", ["kind", "reason"], registry=r)
+        self.first_audio = Histogram("voice_agent_realtime_first_audio_seconds",
+                                     "Realtime turns: from the end of the user's speech (as the VAD placed it) to the reply's first audio sent",
+                                     registry=r, buckets=(.25, .5, .6, .7, .8, .9, 1, 1.25, 1.5, 2, 3, 5, 10))
 
     def latest(self) -> bytes:
         "The metrics in Prometheus' text format."

@@ -12,7 +12,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from ...config import Settings, logger
 from ...loading import one_line
 from ...audio import resample
-from ...vad import TurnDetector, VADParams
+from ...vad import FRAME_MS, TurnDetector, VADParams
 from ..deps import check_access
 from ..errors import ApiError
 from ..slots import ModelSlot, ServerState, stream_on_slot
@@ -173,7 +173,7 @@ def to_16k(pcm: np.ndarray) -> np.ndarray:
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #d728345a
 SENTENCE_END = re.compile(r"(?<=[.!?;])[\"')\]]*\s+|\n+")
-CLAUSE_CHARS = 80  # a sentence this long without an end is cut at its last comma, so speech starts sooner
+CLAUSE_CHARS = 80  # a sentence this long without an end is cut at its last comma (twice as long with none: between words), so speech starts sooner
 
 def cut_sentences(text: str) -> tuple[list[str], str]:
     "Complete sentences at the start of `text`, and the rest."
@@ -182,7 +182,10 @@ def cut_sentences(text: str) -> tuple[list[str], str]:
         if s := text[start:m.end()].strip(): out.append(s)
         start = m.end()
     rest = text[start:]
-    if len(rest) > CLAUSE_CHARS and (i := rest.rfind(", ")) > 0: out.append(rest[:i+1].strip()); rest = rest[i+2:]
+    if len(rest) > CLAUSE_CHARS:
+        i = max(rest.rfind(", "), rest.rfind(": "), rest.rfind("; "))
+        if i <= 0 and len(rest) > 2*CLAUSE_CHARS: i = rest.rstrip().rfind(" ")  # a run-on: its words so far (the last may be incomplete)
+        if i > 0: out.append(rest[:i+1].strip()); rest = rest[i+1:].lstrip()
     return out, rest
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #6241ee9b
@@ -195,6 +198,7 @@ class Reply:
         self.llm_go.set(); self.held = False
         self.gate, self.opened = asyncio.Event(), asyncio.Event()  # released (a draft waits for its turn to end); its item announced
         self.text, self.sentences, self.audio_ms, self.first_audio, self.usage = "", [], 0.0, None, {}
+        self.marks: dict[str, float] = {}  # when (monotonic) a spoken turn's speech ended, was heard, its first sentence written and spoken
 
     @property
     def audio(self) -> bool: return self.modalities == ["audio"]
@@ -209,6 +213,7 @@ class Speculation:
     "A transcription (or a drafted reply) started while the silence that may end a turn is still being waited out."
     end_ms: int # where the speech it covers ended (detector ms)
     task: asyncio.Task
+    ended: float = 0.0 # when that was (monotonic clock)
     reply: Reply|None = None # a draft's reply, held back until the turn ends
 
     def drop(self):
@@ -221,8 +226,8 @@ def spoken_before(sentences: list[tuple[str, float]], ms: float) -> str:
     return " ".join(s for s, start in sentences if start < ms)
 
 def speculate_after(silence_ms: int) -> int:
-    "Silence (ms) after which the turn's transcription starts: early enough to finish within the rest of the silence window."
-    return min(150, max(64, silence_ms//4))
+    "Silence (ms) after which the turn's transcription starts: the first silent frame (Silero VAD sees silence ~0.1 s after the last voiced sample)."
+    return min(FRAME_MS, silence_ms)
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #306eb29a
 class RealtimeSession:
@@ -370,7 +375,7 @@ async def speech_stopped(self: RealtimeSession, ms: int):
             draft.reply.gate.set()
             return
         draft.drop()
-    if td.get("create_response", True) and not self.busy: self.start(self.turn(item))
+    if td.get("create_response", True) and not self.busy: self.start(self.turn(item, time.monotonic() - td["silence_duration_ms"]/1000))
 
 @patch
 def drop_speculation(self: RealtimeSession):
@@ -386,11 +391,13 @@ def speculate(self: RealtimeSession):
     d = self.detector
     if d is None or not d.speaking or self.speech_start is None: return
     end_ms = d.ms - d.silence_ms
-    if self.spec and self.spec.end_ms != end_ms: self.drop_speculation()  # speech resumed
+    if self.spec and self.spec.end_ms != end_ms:  # speech resumed
+        logger.debug(f"realtime: speech resumed within the silence window: the early transcription{' and the draft' if self.draft else ''} dropped")
+        self.drop_speculation()
     slot = self.st.slots["stt"]
     if self.spec or d.silence_ms < speculate_after(d.params.silence_duration_ms) or slot.state != "ready" or slot.in_flight > 1: return
     pcm = np.concatenate(self.buffer)[max(0, self.speech_start - self.buf_pos):]
-    self.spec = Speculation(end_ms, asyncio.ensure_future(self.speculative_transcript(pcm, end_ms)))
+    self.spec = Speculation(end_ms, asyncio.ensure_future(self.speculative_transcript(pcm, end_ms)), time.monotonic() - d.silence_ms/1000)
 
 @patch
 async def speculative_transcript(self: RealtimeSession, pcm: np.ndarray, end_ms: int) -> str:
@@ -400,7 +407,8 @@ async def speculative_transcript(self: RealtimeSession, pcm: np.ndarray, end_ms:
     if (text and td and td.get("create_response", True) and self.spec and self.spec.end_ms == end_ms and self.draft is None
             and not self.busy and llm.state == "ready" and llm.in_flight == 0):
         r = self.new_reply({})
-        self.draft = Speculation(end_ms, asyncio.ensure_future(self.respond({}, r, text)), r)
+        r.marks.update(end=self.spec.ended, heard=time.monotonic())
+        self.draft = Speculation(end_ms, asyncio.ensure_future(self.respond({}, r, text)), self.spec.ended, r)
     return text
 
 @patch
@@ -586,9 +594,12 @@ async def cancel(self: RealtimeSession, reason: str):
     except BaseException: pass
 
 @patch
-async def turn(self: RealtimeSession, item: dict):
+async def turn(self: RealtimeSession, item: dict, ended: float): # when the speech ended (monotonic clock)
     "A turn server VAD ended: answer once it is transcribed (nothing heard, no answer)."
-    if await self.transcripts[item["id"]]: await self.respond({})
+    if await self.transcripts[item["id"]]:
+        r = self.new_reply({})
+        r.marks.update(end=ended, heard=time.monotonic())
+        await self.respond({}, r)
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #93cbed0d
 @patch
@@ -701,11 +712,13 @@ async def generate(self: RealtimeSession, r: Reply, item: dict, messages: list[d
         pending = ""
         async for val in pieces:
             count += 1; r.text += val
+            if count == 1: r.marks["token"] = time.monotonic()
             if not r.audio:
                 await r.opened.wait()
                 await self.send(event("response.output_text.delta", **ids, delta=val)); continue
             done, pending = cut_sentences(pending + val)
-            if done and not r.held: r.held = True; r.llm_go.clear()  # the first sentence: the LLM waits until it is synthesized
+            if done and not r.held:  # the first sentence: the LLM waits until it is synthesized
+                r.held = True; r.llm_go.clear(); r.marks["written"] = time.monotonic()
             for s in done: sentences.put_nowait(s)
         r.usage = usage or {"completion_tokens": count}
         if r.audio:
@@ -726,6 +739,7 @@ async def speak(self: RealtimeSession, r: Reply, slot: ModelSlot, model, sentenc
     while (s := await sentences.get()) is not None:
         try: deltas, secs = await slot.run(speak_sentence, model, s, opts)
         finally: r.llm_go.set()
+        r.marks.setdefault("spoken", time.monotonic())
         self.st.metrics.audio_out.inc(secs)
         await r.opened.wait()
         r.sentences.append((s, r.audio_ms))
@@ -759,8 +773,20 @@ async def finish(self: RealtimeSession, r: Reply, item: dict, status: str, detai
         await self.send(event("response.output_item.done", response_id=r.id, output_index=0, item=item))
         await self.send(event("conversation.item.done", item=item, previous_item_id=None))
     await self.send(event("response.done", response=self.response(r, status, [item] if item in self.items else [], details)))
+    self.report_latency(r)
     if status == "cancelled" and self.cancel_reason == "turn_detected" and r.audio and r.first_audio is not None:
         await self.truncate(item, r.played_ms())
+
+@patch
+def report_latency(self: RealtimeSession, r: Reply):
+    "For a reply to speech: observe end of speech -> first audio (`/metrics`), and log where the time went (at debug level)."
+    m = r.marks
+    if "end" not in m or r.first_audio is None: return
+    self.st.metrics.first_audio.observe(r.first_audio - m["end"])
+    at = lambda t: f"{(t - m['end'])*1000:.0f}" if t else "-"
+    logger.debug(f"realtime {r.id}: first audio {at(r.first_audio)} ms after the end of speech; heard at {at(m.get('heard'))}, "
+                 f"first token at {at(m.get('token'))}, first sentence written at {at(m.get('written'))}, spoken at {at(m.get('spoken'))} "
+                 f"({r.usage.get('prompt_tokens')} prompt tokens)")
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #5d6dc639
 @patch
