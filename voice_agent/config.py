@@ -67,6 +67,7 @@ class Settings:
     system_prompt: str = ""                     # MODEL_SERVER_SYSTEM_PROMPT: the system message of conversations that bring none
     llm_threads: int = 0                        # MODEL_SERVER_LLM_THREADS: CPU threads for llama.cpp (0: every core)
     llm_context: int = 4096                     # MODEL_SERVER_LLM_CONTEXT: llama.cpp context window in tokens (capped by the model's)
+    llm_prompt_cache_mb: float = 256            # MODEL_SERVER_LLM_PROMPT_CACHE_MB: llama.cpp states of recent conversations kept in RAM, so each next turn reads only its new tokens (0: off)
     voice_aliases: str = ""                     # MODEL_SERVER_VOICE_ALIASES: `alloy=en_US-joe-medium,nova=...`; OpenAI's names not listed speak with the default voice
     llm_device: str = "auto"                    # MODEL_SERVER_LLM_DEVICE: auto, cuda, cuda:N or cpu
     stt_device: str = "auto"                    # MODEL_SERVER_STT_DEVICE
@@ -119,7 +120,7 @@ ENV_VARS = {
     "tts_model": ("MODEL_SERVER_TTS_MODEL", str), "prefer_4bit": ("MODEL_SERVER_PREFER_4BIT", env_flag),
     "max_new_tokens": ("MODEL_SERVER_MAX_NEW_TOKENS", int), "llm_threads": ("MODEL_SERVER_LLM_THREADS", int),
     "system_prompt": ("MODEL_SERVER_SYSTEM_PROMPT", str),
-    "llm_context": ("MODEL_SERVER_LLM_CONTEXT", int), "voice_aliases": ("MODEL_SERVER_VOICE_ALIASES", str),
+    "llm_context": ("MODEL_SERVER_LLM_CONTEXT", int), "llm_prompt_cache_mb": ("MODEL_SERVER_LLM_PROMPT_CACHE_MB", float), "voice_aliases": ("MODEL_SERVER_VOICE_ALIASES", str),
     "llm_device": ("MODEL_SERVER_LLM_DEVICE", str), "stt_device": ("MODEL_SERVER_STT_DEVICE", str),
     "stt_beam_size": ("MODEL_SERVER_STT_BEAM_SIZE", int), "warmup": ("MODEL_SERVER_WARMUP", env_flag),
     "stt_window": ("MODEL_SERVER_STT_WINDOW", float),

@@ -5,7 +5,9 @@
 # %% ../nbs/06a_llm.ipynb #77b369c6
 from __future__ import annotations
 import json, os, re, threading, uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
+import numpy as np
 from pathlib import Path
 from typing import Iterator
 from .config import Settings, logger
@@ -19,8 +21,9 @@ __all__ = ['MAX_NEW_TOKENS_LIMIT', 'GREEDY_BELOW', 'TOOL_OPEN', 'TOOL_CLOSE', 'T
            'placement', 'placement_text', 'require_gpu_only', 'ToolCall', 'tool_names', 'tool_choice_mode',
            'schema_error', 'parse_tool_call', 'ToolCallScanner', 'tool_stream', 'split_tool_calls', 'has_tool_turns',
            'template_tool_messages', 'generic_tool_messages', 'call_schema', 'ToolPlan', 'Reply', 'build_messages',
-           'OpenSourceLLM', 'llama_chat_formatter', 'prompt_text', 'template_traits', 'tool_plan', 'with_calls',
-           'context_size', 'cut_at_stop', 'llama_options', 'with_system_prompt', 'chat', 'generate_reply', 'StopCutter']
+           'common_prefix', 'PromptCache', 'llama_state', 'set_llama_state', 'switch_conversation', 'OpenSourceLLM',
+           'llama_chat_formatter', 'prompt_text', 'template_traits', 'tool_plan', 'with_calls', 'context_size',
+           'cut_at_stop', 'llama_options', 'with_system_prompt', 'chat', 'generate_reply', 'StopCutter']
 
 # %% ../nbs/06a_llm.ipynb #c7b9ccf7
 def cuda_skip_reason(device: str, # the device asked for: "cpu" rules CUDA out
@@ -392,6 +395,71 @@ def build_messages(query: str, # the user's turn
         msgs.append({"role": m["role"], "content": m["content"]})
     return msgs + [{"role": "user", "content": query}]
 
+# %% ../nbs/06a_llm.ipynb #dea62e08
+def common_prefix(a, b) -> int:
+    "How many leading tokens two token sequences share."
+    n = 0
+    for x, y in zip(a, b):
+        if x != y: break
+        n += 1
+    return n
+
+class PromptCache:
+    """llama.cpp states of conversations that another one displaced, keyed by their tokens: when a conversation comes
+    back, its state is restored and llama.cpp reads only the tokens after it, instead of its whole history. The least
+    recently saved state goes first once they hold more than `capacity_mb`."""
+    def __init__(self, capacity_mb: float=256): # MODEL_SERVER_LLM_PROMPT_CACHE_MB
+        self.capacity, self.states = int(capacity_mb*2**20), OrderedDict()
+        self.saved, self.restored, self.last_prefix = 0, 0, 0  # states saved; restored; tokens the last restored one shared
+
+    @property
+    def size(self) -> int:
+        "Bytes the saved states hold."
+        return sum(len(s) for s in self.states.values())
+
+    def put(self, tokens, state: bytes):
+        "Keep the state of the conversation `tokens` (dropping the oldest states beyond the capacity)."
+        self.states.pop(tokens := tuple(tokens), None)
+        self.states[tokens] = state
+        self.saved += 1
+        while self.states and self.size > self.capacity: self.states.popitem(last=False)
+
+    def take(self, tokens, more_than: int=0) -> tuple[tuple, bytes]|None:
+        "Remove and return the (tokens, state) that shares the longest prefix with `tokens`, if it shares more than `more_than`."
+        best, n = None, more_than
+        for k in self.states:
+            if (m := common_prefix(k, tokens)) > n: best, n = k, m
+        if best is None: return None
+        self.restored, self.last_prefix = self.restored + 1, n
+        return best, self.states.pop(best)
+
+def llama_state(model) -> bytes:
+    "The llama.cpp context's state (its KV cache), without llama-cpp-python's copy of the logits (up to ~100 MB)."
+    import ctypes, llama_cpp
+    size = llama_cpp.llama_state_get_size(model._ctx.ctx)
+    buf = (ctypes.c_uint8*size)()
+    n = llama_cpp.llama_state_get_data(model._ctx.ctx, buf, size)
+    return ctypes.string_at(buf, n)
+
+def set_llama_state(model, tokens, state: bytes):
+    "Bring back a state `llama_state` saved after `tokens`: llama.cpp then reads at least one token anew before sampling."
+    import ctypes, llama_cpp
+    buf = (ctypes.c_uint8*len(state)).from_buffer_copy(state)
+    if llama_cpp.llama_state_set_data(model._ctx.ctx, buf, len(state)) != len(state): raise RuntimeError("llama.cpp refused a saved state")
+    model.input_ids[:len(tokens)] = tokens
+    model.n_tokens = len(tokens)
+    model._requires_eval = True
+
+def switch_conversation(model, cache: PromptCache|None, prompt: list[int],
+                        keep_after: int=16, # the live state is kept when the prompt leaves more than this many of its tokens
+                       ):
+    "Before llama.cpp reads `prompt`: keep the live conversation's state if `prompt` is another one, and bring back `prompt`'s own if it was kept."
+    if cache is None: return
+    live = model.input_ids[:model.n_tokens].tolist()
+    shared = common_prefix(live, prompt)
+    if len(live) - shared > keep_after: cache.put(live, llama_state(model))
+    if got := cache.take(prompt, more_than=shared + keep_after): set_llama_state(model, got[0], got[1])
+
 # %% ../nbs/06a_llm.ipynb #cec75ab7
 class OpenSourceLLM(LoadedModel):
     "A local chat LLM loaded the best way this machine allows (4-bit -> 8-bit -> fp16 on CUDA -> [llama.cpp for GGUF] -> CPU)."
@@ -458,6 +526,7 @@ class OpenSourceLLM(LoadedModel):
         threads = s.llm_threads or os.cpu_count() or 1
         model = llama_cpp.Llama(str(gguf_file(self.path)), n_ctx=s.llm_context, n_threads=threads, n_threads_batch=threads,
                                 n_gpu_layers=-1 if gpu else 0, verbose=False)
+        model.voice_agent_prompt_cache = PromptCache(s.llm_prompt_cache_mb) if s.llm_prompt_cache_mb > 0 else None
         model.voice_agent_device = self.device if gpu else "cpu"
         return model
 
@@ -620,6 +689,7 @@ def _llama_generate(self: OpenSourceLLM, messages: list[dict], kw: dict, usage: 
     "Stream text pieces from llama.cpp (the caller holds the lock); fills `usage` as it goes."
     f = self.chat_formatter(messages=messages, tools=plan.tools if plan else None)
     prompt = self.model.tokenize((f.prompt + (plan.prefix if plan else "")).encode("utf-8"), add_bos=not f.added_special, special=True)
+    switch_conversation(self.model, getattr(self.model, "voice_agent_prompt_cache", None), prompt)
     usage.update(prompt_tokens=len(prompt), completion_tokens=0, finish_reason="length")
     opts = llama_options(_fit_context(self, len(prompt), kw))
     def count(ids, logits):  # called once per sampled token (the end-of-turn token too), before it is evaluated
