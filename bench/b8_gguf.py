@@ -5,6 +5,11 @@ with one strategy each: `llama.cpp` and `cpu` (transformers, float32). The same 
 system message and a request for a long story, so both engines write every token asked for), greedy, the same number
 of new tokens; the two engines alternate (A B B A ...). Time to first token is the first streamed piece; tokens/s is completion
 tokens over the whole streamed reply. Load time is each engine's own (one load each).
+
+Prompt cache: three conversations take turns on one model (each round, each asks its next question), so every turn
+follows another conversation's; llama.cpp with the prompt cache (`MODEL_SERVER_LLM_PROMPT_CACHE_MB`, the default 256)
+against a second instance with it off (0), the two alternating turn by turn. The row is the first token of the last
+round's turns, when the histories are longest.
 """
 from __future__ import annotations
 import time
@@ -45,6 +50,31 @@ class Direct:
         if usage is not None: usage["completion_tokens"] = n  # pieces: one per token for this model's plain text
 
 
+QUESTIONS = ["What is the capital of France?", "What color is the sky?", "How many days are in a week?", "What do bees make?",
+             "What is the largest ocean?", "Which animal says moo?", "What is the opposite of hot?", "What is two plus two?",
+             "How many legs does a spider have?", "What is the capital of Spain?", "What do cows drink?", "Where do penguins live?",
+             "What is the capital of Italy?", "How many hours are in a day?", "What color is grass?"]
+
+
+def conversations_taking_turns(engines: dict, rounds: int, n: int=3) -> dict:
+    "`n` conversations asking in turn on each engine, the engines alternating turn by turn: {engine: [(round, first token s, prompt tokens)]}."
+    from voice_agent.cli import LOCAL_SYSTEM_PROMPT
+    convs = {k: [[{"role": "system", "content": LOCAL_SYSTEM_PROMPT}] for _ in range(n)] for k in engines}
+    out = {k: [] for k in engines}
+    for r in range(rounds):
+        for c in range(n):
+            for k, llm in engines.items():
+                msgs = convs[k][c]
+                msgs.append({"role": "user", "content": QUESTIONS[(r*n + c) % len(QUESTIONS)]})
+                usage, first, text, t = {}, None, "", time.perf_counter()
+                for p in llm.stream_chat(msgs, usage=usage, max_new_tokens=48):
+                    if first is None: first = time.perf_counter() - t
+                    text += p
+                msgs.append({"role": "assistant", "content": text.strip()})
+                out[k].append((r, first, usage.get("prompt_tokens")))
+    return out
+
+
 def run(cfg: dict, device: str, log) -> dict:
     from voice_agent.config import Settings
     from voice_agent.llm import OpenSourceLLM
@@ -66,6 +96,11 @@ def run(cfg: dict, device: str, log) -> dict:
         ttft, total, tokens, text = timed_stream(engines[k], n)
         m[k]["ttft"].append(ttft); m[k]["tps"].append(tokens/total if total else None); m[k]["tokens"].append(tokens)
         m[k]["text"] = text
+    from dataclasses import replace
+    nocache = OpenSourceLLM(path, replace(s, llm_prompt_cache_mb=0), strategies=["llama.cpp"])
+    turns = conversations_taking_turns({"cache": engines["llama.cpp"], "none": nocache}, cfg.get("gguf_rounds", 3))
+    last = {k: [f for r, f, _ in v if r == max(x[0] for x in v)] for k, v in turns.items()}
+    tokens_last = [p for r, _, p in turns["cache"] if r == max(x[0] for x in turns["cache"])]
     a, b = m["llama.cpp"], m["transformers"]
     note = f"{n} new tokens max, greedy; replies: llama.cpp {a['text'][:60]!r}, transformers {b['text'][:60]!r}"
     rows = [
@@ -78,9 +113,13 @@ def run(cfg: dict, device: str, log) -> dict:
             ratio=paired_ratio(a["tps"], b["tps"]), note=note),
         row("8 GGUF engines", "time to first token", median(a["ttft"]), median(b["ttft"]), "s", "llama.cpp", "transformers",
             "A/B ≤ 1", lambda x, y, r: r <= 1, ratio=paired_ratio(a["ttft"], b["ttft"])),
+        row("8 GGUF engines", "prompt cache: 3 conversations taking turns, first token in the last round (its histories longest)",
+            median(last["cache"]), median(last["none"]), "s", "prompt cache (256 MB)", "none (0)", "A/B ≤ 0.5", lambda x, y, r: r <= 0.5,
+            note=f"{cfg.get('gguf_rounds', 3)} rounds; last round's prompts {min(tokens_last)}-{max(tokens_last)} tokens; "
+                 f"states restored {engines['llama.cpp'].model.voice_agent_prompt_cache.restored}"),
         row("8 GGUF engines", "load time (one load each)", load["llama.cpp"], load["transformers"], "s", "llama.cpp", "transformers",
             "A/B ≤ 1", lambda x, y, r: r <= 1),
     ]
-    details = {"model": path, "runs": m, "ours_vs_direct": {"ours": o, "direct": d}, "load_s": load, "devices": {k: e.device for k, e in engines.items()},
+    details = {"model": path, "runs": m, "conversations_taking_turns": turns, "ours_vs_direct": {"ours": o, "direct": d}, "load_s": load, "devices": {k: e.device for k, e in engines.items()},
                "strategies": {k: e.loading_strategy for k, e in engines.items()}}
     return {"gguf": {"rows": rows, "details": details}}

@@ -23,7 +23,7 @@ MODES = {
         serve_model=dict(hidden_size=256, num_layers=4, seed=0), serve_tokens=24, serve_repeats=4, stream_repeats=2,
         clients=16, requests_per_client=1, single_requests=2, load_tokens=4, load_rounds=1,
         stt_sentences=3, stt_repeats=1,
-        gguf_tokens=16, gguf_repeats=1, local_repeats=1, speech_repeats=2, tools_questions=2,
+        gguf_tokens=16, gguf_repeats=1, gguf_rounds=3, local_repeats=1, speech_repeats=2, tools_questions=2,
         turn_repeats=1, turn_tokens=24),
     # People: the ~456 MB Qwen2 (hidden 1024, 12 layers), ~30 s of speech, more repeats.
     "full": dict(
@@ -32,7 +32,7 @@ MODES = {
         serve_model=dict(hidden_size=512, num_layers=8, seed=1), serve_tokens=32, serve_repeats=15, stream_repeats=7,
         clients=16, requests_per_client=2, single_requests=6, load_tokens=16, load_rounds=3,
         stt_sentences=None, stt_repeats=3,
-        gguf_tokens=64, gguf_repeats=3, local_repeats=5, speech_repeats=5, tools_questions=20,
+        gguf_tokens=64, gguf_repeats=3, gguf_rounds=5, local_repeats=5, speech_repeats=5, tools_questions=20,
         turn_repeats=5, turn_tokens=48),
 }
 

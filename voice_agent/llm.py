@@ -451,13 +451,17 @@ def set_llama_state(model, tokens, state: bytes):
     model._requires_eval = True
 
 def switch_conversation(model, cache: PromptCache|None, prompt: list[int],
+                        turns: int, # the user turns in `prompt`'s conversation
                         keep_after: int=16, # the live state is kept when the prompt leaves more than this many of its tokens
                        ):
-    "Before llama.cpp reads `prompt`: keep the live conversation's state if `prompt` is another one, and bring back `prompt`'s own if it was kept."
+    """Before llama.cpp reads `prompt`: keep the live conversation's state if `prompt` is another one, and bring back
+    `prompt`'s own if it was kept. Only conversations of two or more user turns are kept: single-turn requests, the
+    usual stateless traffic, would each pay ~4-10 ms to save a state that is rarely asked back."""
     if cache is None: return
     live = model.input_ids[:model.n_tokens].tolist()
     shared = common_prefix(live, prompt)
-    if len(live) - shared > keep_after: cache.put(live, llama_state(model))
+    if len(live) - shared > keep_after and getattr(model, "voice_agent_live_turns", 0) >= 2: cache.put(live, llama_state(model))
+    model.voice_agent_live_turns = turns
     if got := cache.take(prompt, more_than=shared + keep_after): set_llama_state(model, got[0], got[1])
 
 # %% ../nbs/06a_llm.ipynb #cec75ab7
@@ -689,7 +693,7 @@ def _llama_generate(self: OpenSourceLLM, messages: list[dict], kw: dict, usage: 
     "Stream text pieces from llama.cpp (the caller holds the lock); fills `usage` as it goes."
     f = self.chat_formatter(messages=messages, tools=plan.tools if plan else None)
     prompt = self.model.tokenize((f.prompt + (plan.prefix if plan else "")).encode("utf-8"), add_bos=not f.added_special, special=True)
-    switch_conversation(self.model, getattr(self.model, "voice_agent_prompt_cache", None), prompt)
+    switch_conversation(self.model, getattr(self.model, "voice_agent_prompt_cache", None), prompt, sum(m.get("role") == "user" for m in messages))
     usage.update(prompt_tokens=len(prompt), completion_tokens=0, finish_reason="length")
     opts = llama_options(_fit_context(self, len(prompt), kw))
     def count(ids, logits):  # called once per sampled token (the end-of-turn token too), before it is evaluated
