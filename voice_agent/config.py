@@ -67,7 +67,7 @@ class Settings:
     system_prompt: str = ""                     # MODEL_SERVER_SYSTEM_PROMPT: the system message of conversations that bring none
     llm_threads: int = 0                        # MODEL_SERVER_LLM_THREADS: CPU threads for llama.cpp (0: every core)
     llm_context: int = 4096                     # MODEL_SERVER_LLM_CONTEXT: llama.cpp context window in tokens (capped by the model's)
-    llm_prompt_cache_mb: float = 256            # MODEL_SERVER_LLM_PROMPT_CACHE_MB: llama.cpp states of recent conversations kept in RAM, so each next turn reads only its new tokens (0: off)
+    llm_prompt_cache_mb: float = 256            # MODEL_SERVER_LLM_PROMPT_CACHE_MB: RAM for llama.cpp states of conversations (2+ user turns) another one displaced, so they come back without re-reading their history (0: off)
     voice_aliases: str = ""                     # MODEL_SERVER_VOICE_ALIASES: `alloy=en_US-joe-medium,nova=...`; OpenAI's names not listed speak with the default voice
     llm_device: str = "auto"                    # MODEL_SERVER_LLM_DEVICE: auto, cuda, cuda:N or cpu
     stt_device: str = "auto"                    # MODEL_SERVER_STT_DEVICE

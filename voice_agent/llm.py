@@ -7,7 +7,6 @@ from __future__ import annotations
 import json, os, re, threading, uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-import numpy as np
 from pathlib import Path
 from typing import Iterator
 from .config import Settings, logger
