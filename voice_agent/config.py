@@ -82,6 +82,8 @@ class Settings:
     port: int = 8000                            # MODEL_SERVER_PORT
     api_key: str|None = None                    # MODEL_SERVER_API_KEY, or MODEL_SERVER_API_KEY_FILE naming a file that holds it (not in `ps`): bearer token required on every route but liveness; surrounding whitespace is stripped
     allow_public: bool = False                  # MODEL_SERVER_ALLOW_PUBLIC: allow a non-loopback bind without a key
+    allowed_origins: str = ""                   # MODEL_SERVER_ALLOWED_ORIGINS: web pages (origins such as `https://app.example.com`, comma-separated; `*`: any) that may call the server besides this machine's and its own; without a key others are refused, with a key only once this is set
+    allowed_hosts: str = ""                     # MODEL_SERVER_ALLOWED_HOSTS: names (comma-separated; `*`: any) a keyless server reached on loopback answers to besides localhost, loopback IPs and MODEL_SERVER_HOST (against DNS rebinding); once set, checked on every request
     strict: bool = False                        # MODEL_SERVER_STRICT: exit when a model fails to load
     max_queue: int = 8                          # MODEL_SERVER_MAX_QUEUE: waiting requests per model before 503
     max_text_chars: int = 4000                  # MODEL_SERVER_MAX_TEXT_CHARS: longest prompt or TTS text
@@ -129,6 +131,7 @@ ENV_VARS = {
     "hub_probe_timeout": ("MODEL_SERVER_HUB_TIMEOUT", float),
     "host": ("MODEL_SERVER_HOST", str), "port": ("MODEL_SERVER_PORT", int), "api_key": ("MODEL_SERVER_API_KEY", str),
     "allow_public": ("MODEL_SERVER_ALLOW_PUBLIC", env_flag), "strict": ("MODEL_SERVER_STRICT", env_flag),
+    "allowed_origins": ("MODEL_SERVER_ALLOWED_ORIGINS", str), "allowed_hosts": ("MODEL_SERVER_ALLOWED_HOSTS", str),
     "max_queue": ("MODEL_SERVER_MAX_QUEUE", int), "max_text_chars": ("MODEL_SERVER_MAX_TEXT_CHARS", int),
     "max_upload_bytes": ("MODEL_SERVER_MAX_UPLOAD_BYTES", int),
     "max_audio_seconds": ("MODEL_SERVER_MAX_AUDIO_SECONDS", float), "body_timeout": ("MODEL_SERVER_BODY_TIMEOUT", float), "server_url": ("MODEL_SERVER_URL", str),

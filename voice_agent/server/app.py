@@ -4,7 +4,7 @@
 
 # %% ../../nbs/09l_server_app.ipynb #0b89e084
 from __future__ import annotations
-import asyncio, ipaddress, logging, signal, sys, threading
+import asyncio, ipaddress, logging, re, signal, sys, threading
 from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from ..config import Settings, get_settings, logger
@@ -14,14 +14,57 @@ from .routers import audio, chat, health, realtime, seed
 from .slots import ServerState
 
 # %% auto #0
-__all__ = ['ROUTERS', 'LOG_FORMAT', 'setup_logging', 'create_app', 'UnsafeBind', 'is_loopback_host', 'check_bind', 'usage_hint',
-           'serve', 'exit_now', 'main']
+__all__ = ['KEY_PATTERNS', 'ROUTERS', 'LOG_FORMAT', 'redact_keys', 'RedactKeys', 'redact_keys_in_logs', 'setup_logging',
+           'create_app', 'UnsafeBind', 'is_loopback_host', 'check_bind', 'usage_hint', 'serve', 'exit_now', 'main']
+
+# %% ../../nbs/09l_server_app.ipynb #c9e0d002
+KEY_PATTERNS = [re.compile(p, re.I) for p in (r"(\bapi(?:_|%5f)key=)(?![$<])[^&\s\"'#]+", r"(openai-insecure-api-key\.)(?![$<])[^\s,;\"']+",
+                                              r"(\bbearer\s+)(?![$<])[^\s,;\"'`]+")]
+
+def redact_keys(text: str) -> str:
+    "`text` with every API key in it (an `api_key=` value, an `openai-insecure-api-key.` subprotocol, a `Bearer` token) as `***`."
+    for p in KEY_PATTERNS: text = p.sub(r"\1***", text)
+    return text
+
+def _redact_arg(a):
+    "A log record's argument, redacted: a string as a string, anything else as its text only where that has a key."
+    if isinstance(a, str): return redact_keys(a)
+    if isinstance(a, (int, float, bytes, type(None))): return a
+    try: s = str(a)
+    except Exception: return a
+    return r if (r := redact_keys(s)) != s else a
+
+class RedactKeys(logging.Filter):
+    "A logging filter that writes API keys in a record (message, arguments, traceback) as `***`; it keeps every record."
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str): record.msg = redact_keys(record.msg)
+        if isinstance(record.args, tuple): record.args = tuple(_redact_arg(a) for a in record.args)
+        elif isinstance(record.args, dict): record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+        if record.exc_info and not record.exc_text:
+            tb = logging.Formatter().formatException(record.exc_info)
+            if (r := redact_keys(tb)) != tb: record.exc_text = r
+        if isinstance(record.stack_info, str): record.stack_info = redact_keys(record.stack_info)
+        return True
+
+def redact_keys_in_logs() -> None:
+    "Pass every log record this process makes through `RedactKeys` (a log record factory; installed once)."
+    make = logging.getLogRecordFactory()
+    if getattr(make, "redacts_keys", False): return
+    redact = RedactKeys()
+    def factory(*args, **kw):
+        record = make(*args, **kw)
+        try: redact.filter(record)
+        except Exception: pass  # logging never fails the code that logs
+        return record
+    factory.redacts_keys = True
+    logging.setLogRecordFactory(factory)
 
 # %% ../../nbs/09l_server_app.ipynb #bd9143c1
 ROUTERS = (health.router, seed.router, chat.router, audio.router, realtime.router)
 
 def setup_logging(level: str="INFO"):
     "Log like the seed (`time - LEVEL - message`) when the application has not configured logging."
+    redact_keys_in_logs()
     root = logging.getLogger()
     if not root.handlers: logging.basicConfig(level=level, format=LOG_FORMAT)
     logger.setLevel(level)
@@ -34,6 +77,7 @@ def create_app(settings: Settings|None=None, # default: `get_settings()`, the en
                configure_logging: bool|None=None, # at startup, log like the seed if the application configured no logging (default: when `settings` is None)
               ) -> FastAPI:
     "The model server app; nothing is loaded until its lifespan starts."
+    redact_keys_in_logs()  # whoever runs the app (serve, uvicorn --factory, Ray): keys stay out of its log
     st = ServerState(settings or get_settings(), models, loaders)
     if configure_logging is None: configure_logging = settings is None
 

@@ -5,12 +5,15 @@
 # %% ../../nbs/09g_server_deps.ipynb #7af66779
 from __future__ import annotations
 import asyncio, hmac, ipaddress, time
-from typing import Annotated, Awaitable, Callable, Iterator
+from typing import Annotated, Awaitable, Callable, Iterator, Mapping
+from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from ..config import Settings
+from starlette.datastructures import Headers
+from starlette.websockets import WebSocket
+from ..config import Settings, logger
 from .errors import ApiError, BodyRefused, REFUSAL, body_kind, drop_validation_422, error_responses, install_error_handlers
 from .metrics import RequestMetrics
 from .audio_io import upload_body_limit
@@ -18,9 +21,10 @@ from .generation import json_body_limit
 from .slots import ModelSlot, ServerState
 
 # %% auto #0
-__all__ = ['Server', 'bearer', 'LLM', 'STT', 'TTS', 'ClientLeft', 'BODY_LIMITS', 'server', 'configured_key', 'is_public_address',
-           'check_access', 'access', 'model', 'client_left', 'bounded_receive', 'LimitedRoute', 'open_without_key',
-           'assemble']
+__all__ = ['Server', 'bearer', 'OPEN_PATHS', 'LLM', 'STT', 'TTS', 'ClientLeft', 'BODY_LIMITS', 'server', 'configured_key',
+           'is_public_address', 'check_access', 'access', 'split_list', 'is_loopback_name', 'host_name', 'check_host',
+           'check_origin', 'refuse_scope', 'BrowserGuard', 'model', 'client_left', 'bounded_receive', 'LimitedRoute',
+           'open_without_key', 'assemble']
 
 # %% ../../nbs/09g_server_deps.ipynb #e1eb8021
 def server(request: Request) -> ServerState:
@@ -60,6 +64,82 @@ def check_access(st: ServerState, # the app's state
 async def access(request: Request, credentials: HTTPAuthorizationCredentials|None = Security(bearer)) -> None:
     "The access check, as a `Security` dependency."
     check_access(server(request), (request.scope.get("server") or (None,))[0], credentials.credentials if credentials else None)
+
+# %% ../../nbs/09g_server_deps.ipynb #b7c1a002
+def split_list(value: str|None, # a comma-separated setting
+              ) -> list[str]: # its items, stripped and lowercased, without a trailing `/`
+    "The items of a comma-separated setting."
+    return [v.strip().lower().rstrip("/") for v in (value or "").split(",") if v.strip()]
+
+def is_loopback_name(host: str|None, # a name or an IP address (brackets allowed), no port
+                    ) -> bool:
+    "Whether `host` names this machine's loopback: `localhost` or a loopback IP."
+    h = (host or "").strip().lower().strip("[]").rstrip(".")
+    if h == "localhost": return True
+    try: return ipaddress.ip_address(h).is_loopback
+    except ValueError: return False
+
+def host_name(host: str, # a `Host` header: `name`, `name:port`, `[v6]:port`
+             ) -> str:
+    "The host of a `Host` header, lowercased, without its port or IPv6 brackets."
+    h = host.strip().lower()
+    if h.startswith("["): return h[1:].split("]", 1)[0]
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+# %% ../../nbs/09g_server_deps.ipynb #b7c1a004
+def check_host(settings: Settings, # the server's settings
+               headers: Mapping[str, str], # the request's headers
+               arrived_on: str|None=None, # the address the request arrived on (`scope["server"][0]`)
+              ) -> None:
+    "Refuse (403) a `Host` this server doesn't answer to, where it is checked: against DNS rebinding."
+    allowed = split_list(settings.allowed_hosts)
+    if "*" in allowed or not (allowed or (not configured_key(settings) and is_loopback_name(arrived_on))): return
+    host = host_name(headers.get("host", ""))
+    if not host or is_loopback_name(host) or host in allowed or host == host_name(settings.host): return
+    raise ApiError(403, f"this server does not answer to the host name {host!r}: a web page may be reaching it by DNS rebinding. "
+                   f"Use http://localhost:{settings.port} or http://127.0.0.1:{settings.port}, or, if {host!r} is really this "
+                   "server's name (behind a proxy), add it to MODEL_SERVER_ALLOWED_HOSTS (comma-separated; '*' allows any)",
+                   "permission_error", "host_not_allowed")
+
+def check_origin(settings: Settings, # the server's settings
+                 headers: Mapping[str, str], # the request's (or WebSocket upgrade's) headers
+                ) -> None:
+    "Refuse (403) a browser page of another site: an `Origin` not of this machine, not the server's own, not allowed by a setting."
+    if (origin := headers.get("origin")) is None: return  # not a browser page
+    o, allowed = origin.strip().lower().rstrip("/"), split_list(settings.allowed_origins)
+    if "*" in allowed or o in allowed or (configured_key(settings) and not allowed): return
+    try: u = urlsplit(o); local = u.scheme in ("http", "https") and is_loopback_name(u.hostname)
+    except ValueError: u, local = None, False
+    if local or (u and u.netloc and u.netloc == headers.get("host", "").strip().lower()): return
+    why = "is not in MODEL_SERVER_ALLOWED_ORIGINS" if configured_key(settings) else "is another site's and this server has no API key"
+    raise ApiError(403, f"refused a request from the web page origin {origin!r}: it {why}. Pages of this machine "
+                   "(http://localhost, 127.0.0.1, [::1], any port) may call it; to allow this one, add it to "
+                   f"MODEL_SERVER_ALLOWED_ORIGINS (comma-separated, e.g. {o}), or set MODEL_SERVER_API_KEY and send the key",
+                   "permission_error", "origin_not_allowed")
+
+# %% ../../nbs/09g_server_deps.ipynb #b7c1a006
+OPEN_PATHS = ("/health/live",)  # answered whatever the Host and Origin: liveness, for probes
+
+async def refuse_scope(scope, receive, send, e: ApiError):
+    "Answer an HTTP request or a WebSocket upgrade with `e` (a WebSocket: an HTTP denial where the server supports one, else a close)."
+    if scope["type"] == "http": return await e.response()(scope, receive, send)
+    ws = WebSocket(scope, receive, send)
+    try: await ws.send_denial_response(e.response())
+    except RuntimeError: await ws.close(1008, e.message[:120])
+
+class BrowserGuard:
+    "ASGI middleware: `check_host` and `check_origin` on every HTTP request and WebSocket upgrade but `OPEN_PATHS`."
+    def __init__(self, app, state: ServerState): self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS: return await self.app(scope, receive, send)
+        headers, s = Headers(scope=scope), self.state.settings
+        try: check_host(s, headers, (scope.get("server") or (None,))[0]); check_origin(s, headers)
+        except ApiError as e:
+            self.state.metrics.rejected.labels(scope["type"], e.code).inc()
+            logger.warning(f"refused {'a WebSocket to' if scope['type'] == 'websocket' else scope['method']} {scope['path']}: {e.message}")
+            return await refuse_scope(scope, receive, send, e)
+        await self.app(scope, receive, send)
 
 # %% ../../nbs/09g_server_deps.ipynb #f246bf4b
 def model(kind: str, # "llm", "stt" or "tts"
@@ -171,6 +251,7 @@ def assemble(state: ServerState, # the settings, models and metrics the routes s
     app.state.server = state
     install_error_handlers(app)
     for r in routers: app.include_router(r)
+    app.add_middleware(BrowserGuard, state=state)  # inside the metrics: its refusals are counted
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     openapi, keyed = app.openapi, bool(configured_key(state.settings))
     app.openapi = lambda: open_without_key(drop_validation_422(openapi()), keyed)
