@@ -11,10 +11,12 @@ import json, os, re, shutil, socket, subprocess, sys, tempfile, time, uuid
 from pathlib import Path
 import httpx
 import pytest
+from voice_agent.stt import word_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT/"artifacts"
-FIXTURE = ROOT/"tests"/"fixtures"/"hello.wav"  # Whisper tiny.en hears "Hello, what is the weather like today?"
+FIXTURE = ROOT/"tests"/"fixtures"/"hello.wav"  # espeak-ng saying SAID
+SAID = "Hello, what is the weather like today?"
 QUESTION = "What is the capital of France?"  # the second turn, spoken by espeak-ng at test time
 PROFILE = os.environ.get("VOICE_AGENT_BROWSER_PROFILE", "local")  # local: real models; tiny (or demo): random weights
 REAL = PROFILE == "local"
@@ -190,7 +192,8 @@ def test_panels_in_jupyterlab(lab, work, question):
                 return heard, said
 
             heard1, reply1 = spoken_turn(1, FIXTURE)
-            assert "weather" in heard1.lower() and "hello" in heard1.lower(), heard1
+            # what Whisper hears can differ by a word between CPUs: 6 of the 7 words, "weather" among them, must come through
+            assert word_accuracy(SAID, heard1) >= 0.85 and "weather" in heard1.lower(), heard1  # the real Whisper in both profiles
             assert reply1.strip(), "the LLM stage shows no reply"
             voice.screenshot(path=str(ARTIFACTS/"voice_turn.png"))
             heard2, reply2 = spoken_turn(2, question)

@@ -71,7 +71,7 @@ class Settings:
     voice_aliases: str = ""                     # MODEL_SERVER_VOICE_ALIASES: `alloy=en_US-joe-medium,nova=...`; OpenAI's names not listed speak with the default voice
     llm_device: str = "auto"                    # MODEL_SERVER_LLM_DEVICE: auto, cuda, cuda:N or cpu
     stt_device: str = "auto"                    # MODEL_SERVER_STT_DEVICE
-    stt_beam_size: int|None = None              # MODEL_SERVER_STT_BEAM_SIZE: Whisper's beam (default 5; the local profile: 1, for latency)
+    stt_beam_size: int|None = None              # MODEL_SERVER_STT_BEAM_SIZE: Whisper's beam (default 5; 1 is greedy: faster, less accurate)
     stt_window: float|None = None               # MODEL_SERVER_STT_WINDOW: seconds a CTranslate2 Whisper encodes at least (default 30, Whisper's own window; the local profile: 15, for latency)
     warmup: bool = True                         # MODEL_SERVER_WARMUP: after loading, run each model once (TTS speaks, STT hears it, LLM makes a token) before /health/ready says ready
     tts_device: str = "auto"                    # MODEL_SERVER_TTS_DEVICE
