@@ -4,7 +4,8 @@
 
 # %% ../../nbs/09l_server_app.ipynb #0b89e084
 from __future__ import annotations
-import asyncio, ipaddress, logging, re, signal, sys, threading
+import asyncio, ctypes, ipaddress, logging, re, signal, socket, struct, sys, threading
+import uvicorn
 from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from ..config import Settings, get_settings, logger
@@ -14,8 +15,9 @@ from .routers import audio, chat, health, realtime, seed
 from .slots import ServerState
 
 # %% auto #0
-__all__ = ['KEY_PATTERNS', 'ROUTERS', 'LOG_FORMAT', 'redact_keys', 'RedactKeys', 'redact_keys_in_logs', 'setup_logging',
-           'create_app', 'UnsafeBind', 'is_loopback_host', 'check_bind', 'usage_hint', 'serve', 'exit_now', 'main']
+__all__ = ['KEY_PATTERNS', 'ROUTERS', 'LOG_FORMAT', 'SO_ATTACH_FILTER', 'DROP_ALL', 'redact_keys', 'RedactKeys',
+           'redact_keys_in_logs', 'setup_logging', 'create_app', 'UnsafeBind', 'is_loopback_host', 'check_bind',
+           'usage_hint', 'refuse_new_connections', 'DrainingServer', 'serve', 'exit_now', 'main']
 
 # %% ../../nbs/09l_server_app.ipynb #c9e0d002
 KEY_PATTERNS = [re.compile(p, re.I) for p in (r"(\bapi(?:_|%5f)key=)(?![$<])[^&\s\"'#]+", r"(openai-insecure-api-key\.)(?![$<])[^\s,;\"']+",
@@ -124,6 +126,28 @@ def usage_hint(settings: Settings) -> str:
             f"  OpenAI:  OpenAI(base_url=\"{url}/v1\", api_key=\"{'<your key>' if key else 'unused'}\")\n"
             f"  Python:  MODEL_SERVER_URL={url} python -c \"from voice_agent.model_client import generate_remote_reply as g; print(g('Hello'))\"")
 
+# %% ../../nbs/09l_server_app.ipynb #d7a1c002
+SO_ATTACH_FILTER = 26  # Linux's socket option for a classic BPF program
+DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)  # the program `ret #0`: every packet dropped
+
+def refuse_new_connections(socks) -> int: # the listening sockets (socket.socket or asyncio's TransportSocket)
+    "Make listeners drop new connection attempts, keeping those already made; how many it could (0 off Linux)."
+    if not sys.platform.startswith("linux"): return 0
+    code = ctypes.create_string_buffer(DROP_ALL)
+    prog = struct.pack("HP", 1, ctypes.addressof(code))  # struct sock_fprog {len; filter*}
+    n = 0
+    for s in socks:
+        try: s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog); n += 1
+        except OSError as e: logger.debug(f"could not filter the listener {s}: {e}")
+    return n
+
+class DrainingServer(uvicorn.Server):
+    "uvicorn's server, whose shutdown loses no connection the kernel had already made (see above)."
+    accept_grace: float = 0.25 # seconds to accept and read what was connected before the listeners close
+    async def shutdown(self, sockets=None):
+        if refuse_new_connections([s for srv in self.servers for s in srv.sockets]): await asyncio.sleep(self.accept_grace)
+        await super().shutdown(sockets)
+
 # %% ../../nbs/09l_server_app.ipynb #22584bec
 def serve(settings: Settings|None=None, # default: `get_settings()`
           models: dict|None=None, # already-loaded models to serve instead of loading
@@ -132,14 +156,13 @@ def serve(settings: Settings|None=None, # default: `get_settings()`
           graceful_timeout: float=60.0, # seconds requests in flight may take to finish after SIGTERM
          ) -> int: # the exit status: 0 after a clean shutdown, 3 when startup failed
     "Run the model server until SIGTERM or Ctrl-C."
-    import uvicorn
     s = settings or get_settings()
     check_bind(s)
     setup_logging(log_level.upper())
     app = create_app(s, models, loaders)
     st: ServerState = app.state.server
 
-    class _Server(uvicorn.Server):
+    class _Server(DrainingServer):
         def handle_exit(self, sig, frame):
             if not st.draining:
                 busy = sum(x.in_flight for x in st.slots.values())
