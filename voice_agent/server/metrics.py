@@ -32,6 +32,19 @@ class Metrics:
         self.first_audio = Histogram("voice_agent_realtime_first_audio_seconds",
                                      "Realtime turns: from the end of the user's speech (as the VAD placed it) to the reply's first audio sent",
                                      registry=r, buckets=(.25, .5, .6, .7, .8, .9, 1, 1.25, 1.5, 2, 3, 5, 10))
+        self.held = Gauge("voice_agent_held_bytes", "Bytes held between requests, by holder (realtime_sessions: their input audio and "
+                          "conversations; llm_prompt_cache: llama.cpp states kept for conversations to come back), read when scraped",
+                          ["holder"], registry=r)
+        self.realtime_sessions = Gauge("voice_agent_realtime_sessions", "Open realtime (WebSocket) sessions", registry=r)
+
+    def watch(self, holder: str, # the `holder` label of `voice_agent_held_bytes`
+              nbytes, # () -> the bytes it holds now, called at each scrape
+             ):
+        "Report what `holder` holds in `voice_agent_held_bytes` (a failing reading reports -1 rather than failing the scrape)."
+        def read() -> float:
+            try: return float(nbytes())
+            except Exception: return -1.0
+        self.held.labels(holder).set_function(read)
 
     def latest(self) -> bytes:
         "The metrics in Prometheus' text format."

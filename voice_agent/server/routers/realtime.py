@@ -4,40 +4,52 @@
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #98e02afe
 from __future__ import annotations
-import asyncio, base64, binascii, json, re, secrets, threading, time, weakref
+import asyncio, base64, binascii, json, math, re, secrets, threading, time, weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from ...config import Settings, logger
 from ...loading import one_line
 from ...audio import resample
 from ...vad import FRAME_MS, TurnDetector, VADParams
+from ...llm import OpenSourceLLM, context_size, with_system_prompt
 from ..deps import check_access
 from ..errors import ApiError
 from ..slots import ModelSlot, ServerState, stream_on_slot
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['RATE', 'DELTA_MS', 'MAX_HISTORY_ITEMS', 'TURN_DEFAULTS', 'PCM', 'IGNORED_SESSION_FIELDS', 'SENTENCE_END',
-           'CLAUSE_CHARS', 'HANDLERS', 'CONTENT_TYPES', 'RESPONSE_FIELDS', 'KEY_PROTOCOL', 'router', 'new_id', 'event',
-           'ProtocolError', 'error_event', 'default_session', 'turn_detection', 'vad_params', 'update_session',
-           'decode_pcm', 'pcm_deltas', 'to_16k', 'cut_sentences', 'Reply', 'Speculation', 'spoken_before',
-           'speculate_after', 'RealtimeSession', 'handles', 'on_session_update', 'on_clear', 'on_append', 'on_commit',
-           'item_text', 'check_item', 'on_item_create', 'on_item_delete', 'on_item_retrieve', 'on_item_truncate',
-           'on_response_create', 'on_response_cancel', 'llm_pieces', 'speak_sentence', 'live_sessions',
-           'offered_protocols', 'ws_token', 'chosen_protocol', 'refuse', 'realtime']
+__all__ = ['RATE', 'DELTA_MS', 'MAX_ITEMS', 'HISTORY_TEXTS', 'MAX_DEPTH', 'ID_CHARS', 'TURN_DEFAULTS', 'TURN_TYPES', 'PCM',
+           'IGNORED_SESSION_FIELDS', 'TRANSCRIPTION_FIELDS', 'SENTENCE_END', 'CLAUSE_CHARS', 'HANDLERS',
+           'CONTENT_TYPES', 'TEXT_FIELDS', 'RESPONSE_FIELDS', 'RETAIN', 'KEY_PROTOCOL', 'router', 'new_id', 'event',
+           'shown', 'ProtocolError', 'error_event', 'check_values', 'parse_event', 'default_session', 'typed',
+           'turn_detection', 'vad_params', 'check_text', 'update_session', 'decode_pcm', 'pcm_deltas', 'to_16k',
+           'cut_sentences', 'Reply', 'Speculation', 'spoken_before', 'speculate_after', 'RealtimeSession', 'handles',
+           'on_session_update', 'on_clear', 'on_append', 'on_commit', 'item_text', 'check_item', 'on_item_create',
+           'on_item_delete', 'on_item_retrieve', 'on_item_truncate', 'check_metadata', 'on_response_create',
+           'on_response_cancel', 'prompt_tokens', 'model_context', 'trim_history', 'fit_context', 'GaveWay',
+           'llm_pieces', 'speak_sentence', 'live_sessions', 'offered_protocols', 'ws_token', 'chosen_protocol',
+           'refuse', 'realtime_bytes', 'prompt_cache_bytes', 'watch_memory', 'realtime']
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #85c6fcff
 RATE = 24000          # the GA API's PCM rate, in and out
 DELTA_MS = 200        # audio per `response.output_audio.delta`
-MAX_HISTORY_ITEMS = 40 # conversation items the LLM reads (the latest)
+MAX_ITEMS = 200       # conversation items a session keeps: beyond, the oldest are deleted (`conversation.item.deleted`)
+HISTORY_TEXTS = 16    # ... and the conversation's text is kept under this many times MODEL_SERVER_MAX_TEXT_CHARS
+MAX_DEPTH = 16        # how deep a client event may nest (the API's deepest field is 5 levels down)
+ID_CHARS = 64         # the longest id a client may give an item (as OpenAI's)
 
 def new_id(prefix: str) -> str: return f"{prefix}_{secrets.token_hex(8)}"
 
 def event(type: str, **fields) -> dict:
     "A server event."
     return {"type": type, "event_id": new_id("event"), **fields}
+
+def shown(x: Any, n: int=80) -> str:
+    "`repr(x)`, cut to about `n` characters: a client's value quoted in an error message."
+    r = repr(x)
+    return r if len(r) <= n else f"{r[:n]}... ({len(r)} characters)"
 
 class ProtocolError(Exception):
     "A client event that can't be served: answered with an `error` event, the session goes on."
@@ -48,8 +60,42 @@ def error_event(e: ProtocolError, event_id: str|None=None) -> dict:
     "The `error` event for `e`, answering the client event `event_id`."
     return event("error", error={"type": e.type, "code": e.code, "message": e.message, "param": e.param, "event_id": event_id})
 
+# %% ../../../nbs/09ka_server_realtime.ipynb #5e1a7c02
+def _not_json(name: str): raise ValueError(f"{name} is not a JSON number")
+
+def _key(path: str, k) -> str: return f"{path}[{k}]" if isinstance(k, int) else f"{path}.{str(k)[:40]}" if path else str(k)[:40]
+
+def check_values(e: dict):
+    "Refuse an event nested deeper than `MAX_DEPTH` or holding a string that is not valid Unicode (a lone surrogate)."
+    todo = [(e, "", 1)]
+    while todo:
+        x, path, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise ProtocolError(f"the event nests deeper than {MAX_DEPTH} levels at {path}: no client event needs that", "invalid_event", path)
+        for k, v in (x.items() if isinstance(x, dict) else enumerate(x)):
+            for s in ((k, v) if isinstance(k, str) else (v,)):
+                if isinstance(s, str) and not s.isascii():
+                    try: s.encode("utf-8")
+                    except UnicodeEncodeError as u:
+                        p = _key(path, k)
+                        raise ProtocolError(f"{p} holds a lone surrogate ({s[u.start]!r} at character {u.start}), which is not text: "
+                                            "send valid UTF-8, or UTF-16 surrogates in pairs", "invalid_value", p) from None
+            if isinstance(v, (dict, list)): todo.append((v, _key(path, k), depth + 1))
+
+def parse_event(text: str) -> dict:
+    "A client event from its JSON text, checked by `check_values`; `ProtocolError` for what is not one."
+    try: e = json.loads(text, parse_constant=_not_json)
+    except RecursionError: raise ProtocolError(f"the message nests too deeply to read: client events nest {MAX_DEPTH} levels at most", "invalid_json") from None
+    except ValueError as x: raise ProtocolError(f"the message is not valid JSON ({str(x)[:200]})", "invalid_json") from None
+    if not isinstance(e, dict) or not isinstance(e.get("type"), str):
+        raise ProtocolError("a client event must be a JSON object with a string 'type'", "invalid_event", "type")
+    check_values(e)
+    return e
+
 # %% ../../../nbs/09ka_server_realtime.ipynb #d0ee6863
 TURN_DEFAULTS = {"threshold": 0.5, "prefix_padding_ms": 300, "create_response": True, "interrupt_response": True, "idle_timeout_ms": None}
+TURN_TYPES = {"threshold": "number", "prefix_padding_ms": "integer", "silence_duration_ms": "integer", "create_response": "boolean",
+              "interrupt_response": "boolean", "idle_timeout_ms": "integer"}  # what each `server_vad` parameter must be
 PCM = {"type": "audio/pcm", "rate": RATE}
 IGNORED_SESSION_FIELDS = ("tool_choice", "tracing", "truncation", "include", "prompt", "reasoning", "parallel_tool_calls")
 
@@ -68,9 +114,17 @@ def default_session(settings: Settings, # for the default instructions and silen
 def _pcm_format(f, param: str) -> dict:
     if not isinstance(f, dict) or f.get("type", "audio/pcm") != "audio/pcm":
         got = f.get("type") if isinstance(f, dict) else f
-        raise ProtocolError(f"{param}: only audio/pcm (16-bit mono, 24 kHz) is supported here, got {got!r}", "unsupported_audio_format", param)
-    if f.get("rate", RATE) != RATE: raise ProtocolError(f"{param}.rate must be {RATE}, got {f.get('rate')!r}", "unsupported_audio_format", param)
+        raise ProtocolError(f"{param}: only audio/pcm (16-bit mono, 24 kHz) is supported here, got {shown(got)}", "unsupported_audio_format", param)
+    if f.get("rate", RATE) != RATE: raise ProtocolError(f"{param}.rate must be {RATE}, got {shown(f.get('rate'))}", "unsupported_audio_format", param)
     return dict(PCM)
+
+# %% ../../../nbs/09ka_server_realtime.ipynb #7d1e0a01
+def typed(v, kind: str, param: str):
+    "`v` as a JSON value of `kind` (number, integer or boolean; an integer may be written 300.0); `ProtocolError` if it is not one."
+    ok = isinstance(v, bool) if kind == "boolean" else not isinstance(v, bool) and (
+        isinstance(v, int) or isinstance(v, float) and math.isfinite(v) and (kind == "number" or v.is_integer()))
+    if not ok: raise ProtocolError(f"{param} must be a{'n' if kind == 'integer' else ''} {kind}, got {shown(v)}", "invalid_value", param)
+    return int(v) if kind == "integer" else v
 
 def turn_detection(td, settings: Settings) -> dict|None:
     "A checked `turn_detection` (None: manual turns)."
@@ -78,14 +132,15 @@ def turn_detection(td, settings: Settings) -> dict|None:
     param = "session.audio.input.turn_detection"
     if not isinstance(td, dict) or td.get("type") != "server_vad":
         got = td.get("type") if isinstance(td, dict) else td
-        raise ProtocolError(f"{param}.type must be 'server_vad' (or turn detection null), got {got!r}: semantic_vad is not supported here",
+        raise ProtocolError(f"{param}.type must be 'server_vad' (or turn detection null), got {shown(got)}: semantic_vad is not supported here",
                             "unsupported_turn_detection", param)
-    if unknown := set(td) - set(TURN_DEFAULTS) - {"type", "silence_duration_ms"}:
-        raise ProtocolError(f"{param}: unknown parameter(s) {sorted(unknown)}", "unknown_parameter", param)
-    out = {"type": "server_vad", **TURN_DEFAULTS, "silence_duration_ms": settings.realtime_silence_ms,
-           **{k: v for k, v in td.items() if v is not None or k == "idle_timeout_ms"}}
+    if unknown := set(td) - set(TURN_TYPES) - {"type"}:
+        raise ProtocolError(f"{param}: unknown parameter(s) {shown(sorted(unknown))}", "unknown_parameter", param)
+    out = {"type": "server_vad", **TURN_DEFAULTS, "silence_duration_ms": settings.realtime_silence_ms}
+    out.update({k: typed(v, TURN_TYPES[k], f"{param}.{k}") for k, v in td.items() if k != "type" and v is not None})
+    if out["idle_timeout_ms"] is not None and out["idle_timeout_ms"] < 0: raise ProtocolError(f"{param}.idle_timeout_ms must be 0 or more", "invalid_value", param)
     try: vad_params(out).check()
-    except (TypeError, ValueError) as e: raise ProtocolError(f"{param}: {e}", "invalid_value", param) from None
+    except ValueError as e: raise ProtocolError(f"{param}: {e}", "invalid_value", param) from None
     return out
 
 def vad_params(td: dict) -> VADParams:
@@ -95,58 +150,81 @@ def vad_params(td: dict) -> VADParams:
 # %% ../../../nbs/09ka_server_realtime.ipynb #19609378
 def _modalities(m, param: str) -> list[str]:
     if m not in (["audio"], ["text"]):
-        raise ProtocolError(f"{param} must be [\"audio\"] or [\"text\"], got {m!r}", "invalid_value", param)
+        raise ProtocolError(f"{param} must be [\"audio\"] or [\"text\"], got {shown(m)}", "invalid_value", param)
     return list(m)
 
 def _max_tokens(n, param: str):
     if n == "inf" or (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 4096): return n
-    raise ProtocolError(f"{param} must be an integer from 1 to 4096 or 'inf', got {n!r}", "invalid_value", param)
+    raise ProtocolError(f"{param} must be an integer from 1 to 4096 or 'inf', got {shown(n)}", "invalid_value", param)
+
+def check_text(text, param: str, settings: Settings) -> str:
+    "`text` if it is a string of at most MODEL_SERVER_MAX_TEXT_CHARS characters (counted before any model sees it)."
+    if not isinstance(text, str): raise ProtocolError(f"{param} must be a string", "invalid_value", param)
+    if len(text) > settings.max_text_chars:
+        raise ProtocolError(f"{param} has {len(text)} characters, over the limit of {settings.max_text_chars} (MODEL_SERVER_MAX_TEXT_CHARS): "
+                            "send less, or split it over several items", "text_too_long", param)
+    return text
 
 def update_session(cfg: dict, # the current configuration
                    upd: Any, # the `session` of a `session.update`
                    settings: Settings,
+                   voice: Callable[[str], Any]|None=None, # checks a voice name (raises `ValueError` naming the voices there are)
                   ) -> dict: # the new configuration (`cfg` is left as it was)
     "Apply a `session.update`, checking every field it names."
     if not isinstance(upd, dict): raise ProtocolError("session must be an object", "invalid_value", "session")
     if upd.get("type", "realtime") != "realtime":
-        raise ProtocolError(f"session.type must be 'realtime': {upd.get('type')!r} sessions are not supported here", "invalid_value", "session.type")
+        raise ProtocolError(f"session.type must be 'realtime': {shown(upd.get('type'))} sessions are not supported here", "invalid_value", "session.type")
     new = json.loads(json.dumps(cfg))
     for k, v in upd.items():
         p = f"session.{k}"
         if k in ("type", "model", "object", "id", "expires_at") + IGNORED_SESSION_FIELDS: continue
-        elif k == "instructions":
-            if not isinstance(v, str): raise ProtocolError(f"{p} must be a string", "invalid_value", p)
-            new[k] = v
+        elif k == "instructions": new[k] = check_text(v, p, settings)
         elif k == "output_modalities": new[k] = _modalities(v, p)
         elif k == "max_output_tokens": new[k] = _max_tokens(v, p)
         elif k == "tools":
             if v: raise ProtocolError("tools are not supported by this server: send an empty list", "unsupported_feature", p)
-        elif k == "audio": _update_audio(new["audio"], v, settings)
-        else: raise ProtocolError(f"unknown session field {k!r}", "unknown_parameter", p)
+        elif k == "audio": _update_audio(new["audio"], v, settings, voice)
+        else: raise ProtocolError(f"unknown session field {shown(k, 40)}", "unknown_parameter", p)
     return new
 
-def _update_audio(a: dict, v, settings: Settings):
+# %% ../../../nbs/09ka_server_realtime.ipynb #7d1e0a02
+TRANSCRIPTION_FIELDS = ("model", "language", "prompt")
+
+def _transcription(x, q: str, settings: Settings) -> dict|None:
+    if x is None: return None
+    if not isinstance(x, dict): raise ProtocolError(f"{q} must be an object or null", "invalid_value", q)
+    if unknown := set(x) - set(TRANSCRIPTION_FIELDS): raise ProtocolError(f"{q}: unknown field(s) {shown(sorted(unknown))}", "unknown_parameter", q)
+    for k, v in x.items():
+        if k == "prompt" and v is not None: check_text(v, f"{q}.prompt", settings)
+        elif v is not None and (not isinstance(v, str) or len(v) > ID_CHARS):
+            raise ProtocolError(f"{q}.{k} must be a string of at most {ID_CHARS} characters", "invalid_value", f"{q}.{k}")
+    return dict(x)
+
+def _voice(x, q: str, voice: Callable[[str], Any]|None) -> str:
+    if isinstance(x, dict) and isinstance(x.get("id"), str): x = x["id"]
+    if not isinstance(x, str) or not 0 < len(x) <= ID_CHARS: raise ProtocolError(f"{q} must be a voice name", "invalid_value", q)
+    if voice:
+        try: voice(x)
+        except ValueError as e: raise ProtocolError(f"{q}: {e}", "invalid_value", q) from None
+    return x
+
+def _update_audio(a: dict, v, settings: Settings, voice: Callable[[str], Any]|None=None):
     if not isinstance(v, dict): raise ProtocolError("session.audio must be an object", "invalid_value", "session.audio")
     for side, fields in v.items():
-        p = f"session.audio.{side}"
+        p = f"session.audio.{str(side)[:40]}"
         if side not in ("input", "output") or not isinstance(fields, dict):
             raise ProtocolError(f"{p}: expected audio.input or audio.output objects", "unknown_parameter", p)
         for k, x in fields.items():
-            q = f"{p}.{k}"
+            q = f"{p}.{k[:40]}"
             if k == "format": a[side]["format"] = _pcm_format(x, q)
             elif side == "input" and k == "turn_detection": a["input"]["turn_detection"] = turn_detection(x, settings)
-            elif side == "input" and k == "transcription":
-                if x is not None and not isinstance(x, dict): raise ProtocolError(f"{q} must be an object or null", "invalid_value", q)
-                a["input"]["transcription"] = x
+            elif side == "input" and k == "transcription": a["input"]["transcription"] = _transcription(x, q, settings)
             elif side == "input" and k == "noise_reduction":
                 if x is not None: raise ProtocolError(f"{q}: noise reduction is not supported here: send null", "unsupported_feature", q)
-            elif side == "output" and k == "voice":
-                if isinstance(x, dict) and isinstance(x.get("id"), str): x = x["id"]
-                if not isinstance(x, str) or not x: raise ProtocolError(f"{q} must be a voice name", "invalid_value", q)
-                a["output"]["voice"] = x
+            elif side == "output" and k == "voice": a["output"]["voice"] = _voice(x, q, voice)
             elif side == "output" and k == "speed":
                 if not isinstance(x, (int, float)) or isinstance(x, bool) or not 0.25 <= x <= 1.5:
-                    raise ProtocolError(f"{q} must be a number from 0.25 to 1.5, got {x!r}", "invalid_value", q)
+                    raise ProtocolError(f"{q} must be a number from 0.25 to 1.5, got {shown(x)}", "invalid_value", q)
                 a["output"]["speed"] = float(x)
             else: raise ProtocolError(f"unknown field {q!r}", "unknown_parameter", q)
 
@@ -197,8 +275,25 @@ class Reply:
         self.llm_go = threading.Event()  # cleared while the first sentence is synthesized: the LLM waits, the TTS gets the cores
         self.llm_go.set(); self.held = False
         self.gate, self.opened = asyncio.Event(), asyncio.Event()  # released (a draft waits for its turn to end); its item announced
+        self.released, self.gave_way, self._lock = threading.Event(), False, threading.Lock()  # `gate` as the LLM's thread sees it
+        self.created = self.finishing = False  # response.created sent; response.done on its way (a cancel then waits for it)
+        self.dropped = 0  # history messages left out so the prompt fits the LLM's context (set on the LLM's thread)
         self.text, self.sentences, self.audio_ms, self.first_audio, self.usage = "", [], 0.0, None, {}
         self.marks: dict[str, float] = {}  # when (monotonic) a spoken turn's speech ended, was heard, its first sentence written and spoken
+
+    def release(self) -> bool:
+        "Let the reply's events go out (a draft: its turn ended); False if the draft already gave the LLM away."
+        with self._lock:
+            if self.gave_way: return False
+            self.released.set()
+        self.gate.set()
+        return True
+
+    def give_way(self, slot: ModelSlot) -> bool:
+        "On the LLM's thread: True (stop) when this reply is a held draft and another call waits for the LLM."
+        with self._lock:
+            if not self.released.is_set() and slot.in_flight > 1: self.gave_way = True
+            return self.gave_way
 
     @property
     def audio(self) -> bool: return self.modalities == ["audio"]
@@ -243,13 +338,15 @@ class RealtimeSession:
         self.detector, self.det_origin, self.speech_start, self.speech_item, self.spec, self.draft = None, 0, None, None, None, None
         self.active: asyncio.Task|None = None  # a turn or response in progress
         self.reply: Reply|None = None
+        self.cut: str|None = None  # the first item the LLM reads (older ones were left out to fit its context)
         self.cancel_reason, self.closed, self.send_lock = None, False, asyncio.Lock()
 
     async def send(self, evt: dict):
         "Send one event (dropped once the client has gone)."
         if self.closed: return
+        text = json.dumps(evt)  # outside the `try`: an event that can't be written is a bug, not a client gone
         try:
-            async with self.send_lock: await self.ws.send_text(json.dumps(evt))
+            async with self.send_lock: await self.ws.send_text(text)
         except Exception: self.closed = True
 
     @property
@@ -280,14 +377,11 @@ async def handle(self: RealtimeSession, text: str):
     "Parse and serve one client message; answer problems with an `error` event."
     event_id = None
     try:
-        try: e = json.loads(text)
-        except ValueError as x: raise ProtocolError(f"the message is not valid JSON ({x})", "invalid_json") from None
-        if not isinstance(e, dict) or not isinstance(e.get("type"), str):
-            raise ProtocolError("a client event must be a JSON object with a string 'type'", "invalid_event", "type")
-        event_id = e.get("event_id") if isinstance(e.get("event_id"), str) else None
+        e = parse_event(text)
+        event_id = e.get("event_id") if isinstance(e.get("event_id"), str) and len(e["event_id"]) <= 2*ID_CHARS else None
         name = HANDLERS.get(e["type"])
         if name is None:
-            raise ProtocolError(f"unknown or unsupported event type {e['type']!r}; this server handles: {', '.join(HANDLERS)}",
+            raise ProtocolError(f"unknown or unsupported event type {shown(e['type'], 60)}; this server handles: {', '.join(HANDLERS)}",
                                 "unknown_event_type", "type")
         await getattr(self, name)(e)
     except ProtocolError as x: await self.send(error_event(x, event_id))
@@ -299,11 +393,18 @@ async def handle(self: RealtimeSession, text: str):
 # %% ../../../nbs/09ka_server_realtime.ipynb #1ad04ba3
 @handles("session.update")
 async def on_session_update(self: RealtimeSession, e: dict):
-    "Change the session's configuration."
+    "Change the session's configuration (a reply drafted under the old one is dropped)."
     before = self.turn_detection
-    self.config = update_session(self.config, e.get("session"), self.settings)
-    if self.turn_detection != before: self.detector = None  # new parameters, or manual turns: a new detector on the next audio
+    self.config = update_session(self.config, e.get("session"), self.settings, self.check_voice)
+    self.drop_speculation()
+    if self.turn_detection != before: self.detector = self.speech_start = None  # a new detector on the next audio, or manual turns
     await self.send(event("session.updated", session=self.config))
+
+@patch
+def check_voice(self: RealtimeSession, name: str):
+    "Raise `ValueError` naming the voices there are when the TTS model has no voice `name` (as `/v1/audio/speech` answers)."
+    slot = self.st.slots["tts"]
+    if slot.state == "ready" and hasattr(slot.model, "resolve_voice"): slot.model.resolve_voice(name)
 
 @handles("input_audio_buffer.clear")
 async def on_clear(self: RealtimeSession, e: dict):
@@ -325,25 +426,34 @@ def drop_buffer(self: RealtimeSession, keep: int=0) -> np.ndarray:
 # %% ../../../nbs/09ka_server_realtime.ipynb #86ec63c2
 @handles("input_audio_buffer.append")
 async def on_append(self: RealtimeSession, e: dict):
-    "Buffer audio; with server VAD, judge it and act on speech starting or stopping."
-    audio, cap = e.get("audio"), int(self.settings.realtime_max_buffer_seconds*RATE)
-    if isinstance(audio, str) and self.buffered + len(audio)*3//8 > cap + 2:  # judged before decoding
-        raise ProtocolError(f"this append would make the input audio buffer {(self.buffered + len(audio)*3//8)/RATE:.1f} s, over the "
+    "Buffer audio; with server VAD, judge it and act on speech starting or stopping (a turn as long as the buffer is ended there)."
+    audio, cap, td = e.get("audio"), int(self.settings.realtime_max_buffer_seconds*RATE), self.turn_detection
+    held = self.buffered if td is None else 0  # with server VAD, a full buffer ends the turn instead
+    if isinstance(audio, str) and held + len(audio)*3//8 > cap + 2:  # judged before decoding
+        raise ProtocolError(f"this append would make the input audio buffer {(held + len(audio)*3//8)/RATE:.1f} s, over the "
                             f"limit of {cap/RATE:g} s (MODEL_SERVER_REALTIME_MAX_BUFFER_SECONDS): commit or clear it, or send less",
                             "input_audio_buffer_full", "audio")
     pcm = decode_pcm(audio)
     if not len(pcm): return
     self.buffer.append(pcm); self.buffered += len(pcm); self.stream_pos += len(pcm)
-    td = self.turn_detection
     if td is None: return
     if self.detector is None:
         self.detector, self.det_origin = TurnDetector(vad_params(td), RATE), self.stream_pos - len(pcm)
     for ev in await asyncio.to_thread(self.detector.feed, pcm.astype(np.float32)/32768):
-        await (self.speech_started(ev.ms) if ev.kind == "started" else self.speech_stopped(ev.ms))
+        try: await (self.speech_started(ev.ms) if ev.kind == "started" else self.speech_stopped(ev.ms))
+        except ProtocolError as x: await self.send(error_event(x))  # e.g. too little to commit: the next events still count
     self.speculate()
-    if not self.detector.speaking:  # between turns only the prefix padding is worth keeping
+    if self.detector.speaking and self.buffered > cap: await self.cut_turn()
+    elif not self.detector.speaking:  # between turns only the prefix padding is worth keeping
         keep = (td["prefix_padding_ms"] + 100)*RATE//1000
         if self.buffered > 2*keep + RATE: self.drop_buffer(keep)
+
+@patch
+async def cut_turn(self: RealtimeSession):
+    "End a turn the buffer can hold no more of, as if the speaker paused here: it is answered, and the speech going on is the next turn."
+    ms = self.detector.ms
+    self.detector.reset()
+    await self.speech_stopped(ms, self.stream_pos)
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #4fc0a291
 @patch
@@ -359,20 +469,24 @@ async def speech_started(self: RealtimeSession, ms: int):
     if self.turn_detection.get("interrupt_response", True) and self.busy: await self.cancel("turn_detected")
 
 @patch
-async def speech_stopped(self: RealtimeSession, ms: int):
-    "End the turn: commit the speech; release the drafted reply if it drafted this very speech, else answer once transcribed."
+async def speech_stopped(self: RealtimeSession, ms: int, # where the speech stopped (detector ms)
+                         end: int|None=None, # the stream sample where the turn's audio ends (default: `ms` and the silence that ended it)
+                        ):
+    "End the turn: commit its audio (what follows stays buffered: it may be the next speech); release the drafted reply if it drafted this very speech, else answer once transcribed."
     td, spec, draft = self.turn_detection, self.spec, self.draft
     self.spec = self.draft = None
     await self.send(event("input_audio_buffer.speech_stopped", audio_end_ms=self.stream_sample(ms)*1000//RATE, item_id=self.speech_item))
-    offset = max(0, (self.speech_start or 0) - self.buf_pos)  # the speech and its prefix padding, to now
+    if end is None: end = self.stream_sample(ms + -(-td["silence_duration_ms"]//FRAME_MS)*FRAME_MS)
+    keep, offset = max(0, self.stream_pos - end), max(0, (self.speech_start or 0) - self.buf_pos)  # the speech from its prefix padding
     valid = spec is not None and spec.end_ms == ms
     if spec and not valid: spec.drop()
     if draft and (not valid or draft.task.done() or self.busy): draft.drop(); draft = None
-    item = await self.commit(self.drop_buffer()[offset:], self.speech_item, spec.task if valid else None)
+    pcm = self.drop_buffer(keep)
+    self.speech_start = None
+    item = await self.commit(pcm[offset:len(pcm) - keep], self.speech_item, spec.task if valid else None)
     if draft:
-        if await self.transcripts[item["id"]]:  # at once: the draft began from this transcript
+        if await self.transcript(item["id"]) and draft.reply.release():  # at once: the draft began from this transcript
             self.reply, self.active, self.cancel_reason = draft.reply, draft.task, None
-            draft.reply.gate.set()
             return
         draft.drop()
     if td.get("create_response", True) and not self.busy: self.start(self.turn(item, time.monotonic() - td["silence_duration_ms"]/1000))
@@ -436,6 +550,7 @@ async def commit(self: RealtimeSession, pcm: np.ndarray, item_id: str|None=None,
     await self.send(event("input_audio_buffer.committed", item_id=item["id"], previous_item_id=prev))
     await self.send(event("conversation.item.added", item=item, previous_item_id=prev))
     self.transcripts[item["id"]] = asyncio.ensure_future(self.finish_transcript(item, transcript or asyncio.ensure_future(self.transcribe(pcm)), len(pcm)))
+    await self.forget_oldest()
     return item
 
 @patch
@@ -458,6 +573,23 @@ async def finish_transcript(self: RealtimeSession, item: dict, job: asyncio.Futu
     await self.send(event("conversation.item.done", item=item, previous_item_id=None))
     return text
 
+@patch
+async def transcript(self: RealtimeSession, item_id: str) -> str:
+    "An item's transcript once its transcription has ended ('' if it failed or was cancelled); cancelling this wait leaves the transcription running."
+    t = self.transcripts.get(item_id)
+    if t is None: return next((item_text(it) for it in self.items if it["id"] == item_id), "")
+    try: return await asyncio.shield(t)  # a barge-in cancels the turn or response waiting here, never the transcription
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling() or not t.cancelled(): raise  # this wait was cancelled, not the transcription
+        return ""
+    finally:
+        if t.done(): self.transcripts.pop(item_id, None)
+
+@patch
+async def heard(self: RealtimeSession):
+    "Wait until every transcription in progress has ended (the user's words are all in)."
+    for item_id in list(self.transcripts): await self.transcript(item_id)
+
 @handles("input_audio_buffer.commit")
 async def on_commit(self: RealtimeSession, e: dict):
     "Commit the buffered audio as a user item (manual turns; with server VAD, speech so far)."
@@ -472,58 +604,86 @@ async def on_commit(self: RealtimeSession, e: dict):
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #411b55c0
 CONTENT_TYPES = {"user": ("input_text", "input_audio"), "system": ("input_text",), "assistant": ("output_text", "output_audio", "text")}
+TEXT_FIELDS = {"input_text": "text", "output_text": "text", "text": "text", "output_audio": "transcript"}  # where a part keeps its text
 
 def item_text(item: dict) -> str:
     "What an item says, as the LLM reads it."
     return " ".join((c.get("text") or c.get("transcript") or "") for c in item.get("content") or []).strip()
 
-def check_item(item: Any) -> dict:
-    "A `conversation.item.create`'s item, checked and in the shape the server reports."
+def _part(c: dict, i: int, role: str, cap: int) -> dict:
+    "One content part, checked, with only the fields the server keeps."
+    t, p = c.get("type"), f"item.content[{i}]"
+    if t not in CONTENT_TYPES[role]:
+        raise ProtocolError(f"a {role} item's content type must be one of {', '.join(CONTENT_TYPES[role])}, got {shown(t, 40)}", "invalid_value", p)
+    if t == "input_audio":
+        if not isinstance(audio := c.get("audio"), str): raise ProtocolError(f"{p}.audio must be a base64 string of PCM16 samples", "invalid_value", f"{p}.audio")
+        if len(audio)*3//8 > cap + 2:
+            raise ProtocolError(f"{p}.audio is {len(audio)*3/8/RATE:.1f} s, over the limit of {cap/RATE:g} s (MODEL_SERVER_REALTIME_MAX_BUFFER_SECONDS): "
+                                "send it as several items", "audio_too_long", f"{p}.audio")
+        return {"type": t, "audio": audio, "transcript": None}
+    if not isinstance(text := c.get("text", c.get("transcript")), str): raise ProtocolError(f"{t} content needs a text string", "invalid_value", p)
+    return {"type": t, TEXT_FIELDS[t]: text}
+
+def check_item(item: Any, settings: Settings) -> dict:
+    "A `conversation.item.create`'s item, checked (its text within MODEL_SERVER_MAX_TEXT_CHARS, one audio part within the buffer's limit) and in the shape the server reports."
     if not isinstance(item, dict): raise ProtocolError("item must be an object", "invalid_value", "item")
     if item.get("type") != "message":
-        raise ProtocolError(f"item.type {item.get('type')!r} is not supported: only messages (no function calls)", "unsupported_feature", "item.type")
+        raise ProtocolError(f"item.type {shown(item.get('type'), 40)} is not supported: only messages (no function calls)", "unsupported_feature", "item.type")
     role = item.get("role")
-    if role not in CONTENT_TYPES: raise ProtocolError(f"item.role must be user, assistant or system, got {role!r}", "invalid_value", "item.role")
+    if role not in CONTENT_TYPES: raise ProtocolError(f"item.role must be user, assistant or system, got {shown(role, 40)}", "invalid_value", "item.role")
     content = item.get("content")
     if not isinstance(content, list) or not content or not all(isinstance(c, dict) for c in content):
         raise ProtocolError("item.content must be a non-empty list of content parts", "invalid_value", "item.content")
-    for c in content:
-        if c.get("type") not in CONTENT_TYPES[role]:
-            raise ProtocolError(f"a {role} item's content type must be one of {', '.join(CONTENT_TYPES[role])}, got {c.get('type')!r}",
-                                "invalid_value", "item.content")
-        if c["type"] == "input_audio": decode_pcm(c.get("audio"))
-        elif not isinstance(c.get("text", c.get("transcript")), str):
-            raise ProtocolError(f"{c['type']} content needs a text string", "invalid_value", "item.content")
+    parts = [_part(c, i, role, int(settings.realtime_max_buffer_seconds*RATE)) for i, c in enumerate(content)]
+    if sum(p["type"] == "input_audio" for p in parts) > 1:
+        raise ProtocolError("an item holds one input_audio part at most: send more audio as another item", "invalid_value", "item.content")
+    check_text(" ".join(p.get("text") or p.get("transcript") or "" for p in parts), "item.content's text", settings)
     iid = item.get("id")
-    if iid is not None and (not isinstance(iid, str) or not 0 < len(iid) <= 64): raise ProtocolError("item.id must be a string of 1-64 characters", "invalid_value", "item.id")
-    return {"id": iid or new_id("item"), "object": "realtime.item", "type": "message", "role": role, "status": "completed",
-            "content": [dict(c) for c in content]}
+    if iid is not None and (not isinstance(iid, str) or not 0 < len(iid) <= ID_CHARS):
+        raise ProtocolError(f"item.id must be a string of 1-{ID_CHARS} characters", "invalid_value", "item.id")
+    return {"id": iid or new_id("item"), "object": "realtime.item", "type": "message", "role": role, "status": "completed", "content": parts}
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #547012f9
 @patch
-def find(self: RealtimeSession, item_id: Any) -> int:
+def find(self: RealtimeSession, item_id: Any, param: str="item_id") -> int:
+    "The index of the item `item_id`; `item_not_found` when there is none."
+    if not isinstance(item_id, str): raise ProtocolError(f"{param} must be an item's id (a string), got {shown(item_id, 40)}", "invalid_value", param)
     for i, it in enumerate(self.items):
         if it["id"] == item_id: return i
-    raise ProtocolError(f"no item with id {item_id!r} in this conversation", "item_not_found", "item_id")
+    raise ProtocolError(f"no item with id {shown(item_id, 70)} in this conversation", "item_not_found", param)
 
 @handles("conversation.item.create")
 async def on_item_create(self: RealtimeSession, e: dict):
     "Add a message to the conversation (audio content is transcribed)."
-    item, prev = check_item(e.get("item")), e.get("previous_item_id")
+    item, prev = check_item(e.get("item"), self.settings), e.get("previous_item_id")
     if any(it["id"] == item["id"] for it in self.items): raise ProtocolError(f"an item with id {item['id']!r} already exists", "duplicate_item_id", "item.id")
-    pos = len(self.items) if prev is None else 0 if prev == "root" else self.find(prev) + 1
+    pos = len(self.items) if prev is None else 0 if prev == "root" else self.find(prev, "previous_item_id") + 1
     audio = next((c for c in item["content"] if c["type"] == "input_audio"), None)
-    if audio: pcm = decode_pcm(audio.pop("audio")); audio["transcript"] = None
+    if audio: pcm = decode_pcm(audio.pop("audio"))
     self.items.insert(pos, item)
     await self.send(event("conversation.item.added", item=item, previous_item_id=self.items[pos-1]["id"] if pos else None))
     if audio:
         self.transcripts[item["id"]] = asyncio.ensure_future(self.finish_transcript(item, asyncio.ensure_future(self.transcribe(pcm)), len(pcm)))
     else: await self.send(event("conversation.item.done", item=item, previous_item_id=self.items[pos-1]["id"] if pos else None))
+    await self.forget_oldest()
 
 @handles("conversation.item.delete")
 async def on_item_delete(self: RealtimeSession, e: dict):
-    del self.items[self.find(e.get("item_id"))]
-    await self.send(event("conversation.item.deleted", item_id=e["item_id"]))
+    "Delete an item (its transcription, if still running, is stopped)."
+    item = self.items.pop(self.find(e.get("item_id")))
+    self.spoken.pop(item["id"], None)
+    if (t := self.transcripts.pop(item["id"], None)) is not None: t.cancel()
+    await self.send(event("conversation.item.deleted", item_id=item["id"]))
+
+@patch
+async def forget_oldest(self: RealtimeSession):
+    "Keep the conversation within `MAX_ITEMS` items and `HISTORY_TEXTS` times MODEL_SERVER_MAX_TEXT_CHARS of text: the oldest items beyond are deleted, and the client told."
+    limit, total = HISTORY_TEXTS*self.settings.max_text_chars, sum(len(item_text(it)) for it in self.items)
+    while len(self.items) > 2 and (len(self.items) > MAX_ITEMS or total > limit):
+        item = self.items.pop(0)
+        total -= len(item_text(item))
+        self.spoken.pop(item["id"], None)
+        await self.send(event("conversation.item.deleted", item_id=item["id"]))
 
 @handles("conversation.item.retrieve")
 async def on_item_retrieve(self: RealtimeSession, e: dict):
@@ -557,20 +717,35 @@ def start(self: RealtimeSession, coro):
     "Run a turn or response as the session's active task."
     self.cancel_reason, self.active = None, asyncio.ensure_future(coro)
 
+def _object(v, param: str) -> dict:
+    "`v` as an object (null: an empty one)."
+    if v is None: return {}
+    if not isinstance(v, dict): raise ProtocolError(f"{param} must be an object, got {shown(v, 40)}", "invalid_value", param)
+    return v
+
+def check_metadata(m, param: str="response.metadata") -> dict|None:
+    "OpenAI's metadata: up to 16 string values of up to 512 characters, under keys of up to 64."
+    if m is None: return None
+    if not isinstance(m, dict) or len(m) > 16 or any(len(k) > 64 or not isinstance(v, str) or len(v) > 512 for k, v in m.items()):
+        raise ProtocolError(f"{param} must be an object of at most 16 string values (keys up to 64 characters, values up to 512)", "invalid_value", param)
+    return m
+
 @handles("response.create")
 async def on_response_create(self: RealtimeSession, e: dict):
     "Answer the conversation so far."
     if self.busy: raise ProtocolError("the conversation already has an active response: wait for response.done or send response.cancel",
                                       "conversation_already_has_active_response")
-    r = e.get("response") or {}
-    if not isinstance(r, dict): raise ProtocolError("response must be an object", "invalid_value", "response")
-    if unknown := set(r) - set(RESPONSE_FIELDS): raise ProtocolError(f"response: unsupported field(s) {sorted(unknown)}", "unknown_parameter", "response")
+    r = _object(e.get("response"), "response")
+    if unknown := set(r) - set(RESPONSE_FIELDS): raise ProtocolError(f"response: unsupported field(s) {shown(sorted(unknown))}", "unknown_parameter", "response")
     if r.get("conversation", "auto") != "auto": raise ProtocolError("only responses in the conversation (conversation: 'auto') are supported", "unsupported_feature", "response.conversation")
     if r.get("tools"): raise ProtocolError("tools are not supported by this server", "unsupported_feature", "response.tools")
-    if "instructions" in r and not isinstance(r["instructions"], str): raise ProtocolError("response.instructions must be a string", "invalid_value", "response.instructions")
+    if "instructions" in r: check_text(r["instructions"], "response.instructions", self.settings)
     if "output_modalities" in r: _modalities(r["output_modalities"], "response.output_modalities")
     if "max_output_tokens" in r: _max_tokens(r["max_output_tokens"], "response.max_output_tokens")
-    if "audio" in r: _update_audio(json.loads(json.dumps(self.config["audio"])), {"output": (r["audio"] or {}).get("output") or {}}, self.settings)
+    check_metadata(r.get("metadata"))
+    if "audio" in r:
+        out = _object(_object(r["audio"], "response.audio").get("output"), "response.audio.output")
+        _update_audio(json.loads(json.dumps(self.config["audio"])), {"output": out}, self.settings, self.check_voice)
     self.drop_speculation()
     self.start(self.respond(r))
 
@@ -579,36 +754,36 @@ async def on_response_cancel(self: RealtimeSession, e: dict):
     "Stop the response in progress."
     if not self.busy: raise ProtocolError("there is no response in progress to cancel", "response_cancel_not_active")
     if e.get("response_id") and self.reply and e["response_id"] != self.reply.id:
-        raise ProtocolError(f"response {e['response_id']!r} is not the one in progress ({self.reply.id})", "invalid_value", "response_id")
+        raise ProtocolError(f"response {shown(e['response_id'], 40)} is not the one in progress ({self.reply.id})", "invalid_value", "response_id")
     await self.cancel("client_cancelled")
 
 @patch
 async def cancel(self: RealtimeSession, reason: str):
-    "Cancel the active turn or response, and wait until its last event is sent."
+    "Cancel the active turn or response, and wait until its last event is sent (a response already finishing is let finish)."
     task = self.active
     if task is None or task.done(): return
-    self.cancel_reason = reason
     if self.reply: self.reply.cancel.set()
-    task.cancel()
+    if not (self.reply and self.reply.finishing): self.cancel_reason = reason; task.cancel()
     try: await task
     except BaseException: pass
 
 @patch
 async def turn(self: RealtimeSession, item: dict, ended: float): # when the speech ended (monotonic clock)
     "A turn server VAD ended: answer once it is transcribed (nothing heard, no answer)."
-    if await self.transcripts[item["id"]]:
+    if await self.transcript(item["id"]):
         r = self.new_reply({})
         r.marks.update(end=ended, heard=time.monotonic())
         await self.respond({}, r)
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #93cbed0d
 @patch
-def history(self: RealtimeSession, instructions: str) -> list[dict]:
-    "The conversation as chat messages for the LLM."
-    msgs = [{"role": "system", "content": instructions}] if instructions else []
-    for it in self.items[-MAX_HISTORY_ITEMS:]:
-        if it.get("type") == "message" and (text := item_text(it)): msgs.append({"role": it["role"], "content": text})
-    return msgs
+def history(self: RealtimeSession, instructions: str) -> tuple[list[dict], list[str]]:
+    "The conversation as chat messages for the LLM (from the item `cut`, once older ones were left out to fit its context), and each message's item id."
+    msgs, ids = ([{"role": "system", "content": instructions}] if instructions else []), []
+    start = next((i for i, it in enumerate(self.items) if it["id"] == self.cut), 0)
+    for it in self.items[start:]:
+        if it.get("type") == "message" and (text := item_text(it)): msgs.append({"role": it["role"], "content": text}); ids.append(it["id"])
+    return msgs, ids
 
 @patch
 def response(self: RealtimeSession, r: Reply, status: str, output: list|None=None, details: dict|None=None) -> dict:
@@ -622,11 +797,53 @@ def response(self: RealtimeSession, r: Reply, status: str, output: list|None=Non
             "conversation_id": self.conversation_id, "output_modalities": r.modalities, "max_output_tokens": r.max_tokens,
             "audio": {"output": {"format": dict(PCM), "voice": r.voice}}, "usage": usage, "metadata": r.metadata}
 
+# %% ../../../nbs/09ka_server_realtime.ipynb #7d1e0a03
+RETAIN = 0.75  # once the history must be cut, it is cut to this share of what fits: the turns after keep its start (and its cached state)
+
+def prompt_tokens(model, messages: list[dict]) -> int|None:
+    "How many tokens `messages` make as `model`'s prompt, by its own chat template (None: the model can't say)."
+    if hasattr(model, "prompt_tokens"): return model.prompt_tokens(messages)  # a model that counts for itself
+    if not isinstance(model, OpenSourceLLM): return None
+    messages = with_system_prompt(messages, model.settings.system_prompt)  # as `stream_chat` will send them
+    if model.engine == "llama.cpp":
+        f = model.chat_formatter(messages=messages)
+        return len(model.model.tokenize(f.prompt.encode("utf-8"), add_bos=not f.added_special, special=True))
+    return len(model.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+
+def model_context(model) -> int|None:
+    "The tokens `model` reads at most (None: unknown)."
+    return context_size(model) if isinstance(model, OpenSourceLLM) else getattr(model, "n_ctx", None)
+
+def trim_history(messages: list[dict], count: Callable[[list[dict]], int], budget: int) -> int:
+    "How many of the oldest messages after a leading system message to leave out so `count(kept) <= budget` (none if all fit, else down to `RETAIN` of it); the last is always kept."
+    head = 1 if messages and messages[0]["role"] == "system" else 0
+    n, kept = len(messages) - head, lambda k: messages[:head] + messages[head + k:]
+    if n <= 1 or count(messages) <= budget: return 0
+    lo, hi = 1, n - 1
+    while lo < hi:  # the fewest left out that bring the prompt under RETAIN of the budget
+        mid = (lo + hi)//2
+        if count(kept(mid)) <= budget*RETAIN: hi = mid
+        else: lo = mid + 1
+    while lo < n - 1 and messages[head + lo]["role"] != "user": lo += 1
+    return lo
+
+def fit_context(model, messages: list[dict], reply_tokens: int) -> tuple[list[dict], int]:
+    "On the LLM's thread: `messages` without the oldest that keep the prompt and `reply_tokens` from fitting the context, and how many were left out."
+    n_ctx = model_context(model)
+    if not n_ctx or not (hasattr(model, "prompt_tokens") or isinstance(model, OpenSourceLLM)): return messages, 0
+    k = trim_history(messages, lambda m: prompt_tokens(model, m), n_ctx - reply_tokens)
+    head = 1 if messages and messages[0]["role"] == "system" else 0
+    return messages[:head] + messages[head + k:], k
+
 # %% ../../../nbs/09ka_server_realtime.ipynb #558222b9
+class GaveWay(Exception):
+    "A held draft stopped so that a call waiting for the LLM runs: its turn is answered the ordinary way."
+
 def llm_pieces(model, messages: list[dict], opts: dict, usage: dict, # filled with the reply's token counts at its end
                cancel: threading.Event, # set: stop waiting for `go`
                go: threading.Event|None=None, # while it is clear, the LLM waits between pieces
                max_wait: float=1.0, # seconds it waits for `go` at most over the reply (a busy TTS must not hold the LLM)
+               give_way: Callable[[], bool]|None=None, # asked between pieces: True stops the reply with `GaveWay`
               ):
     "The LLM's reply, piece by piece (on the LLM's thread, as `stream_on_slot` runs it), pausing while `go` is clear."
     gen, until = model.stream_chat(messages, usage=usage, **opts), None
@@ -637,6 +854,7 @@ def llm_pieces(model, messages: list[dict], opts: dict, usage: dict, # filled wi
                 until = until or time.monotonic() + max_wait
                 if time.monotonic() > until: break
                 go.wait(0.02)
+            if give_way is not None and give_way(): raise GaveWay("a held draft gave the LLM to a call waiting for it")
     finally: gen.close()
 
 def speak_sentence(model, text: str, opts: dict) -> tuple[list[str], float]:
@@ -647,7 +865,7 @@ def speak_sentence(model, text: str, opts: dict) -> tuple[list[str], float]:
 # %% ../../../nbs/09ka_server_realtime.ipynb #d0cd88eb
 @patch
 def new_reply(self: RealtimeSession, opts: dict) -> Reply:
-    "A reply with the session's settings, as `opts` (a `response.create`'s `response`) override them."
+    "A reply with the session's settings, as `opts` (a `response.create`'s `response`, checked) override them."
     cfg = self.config
     voice = ((opts.get("audio") or {}).get("output") or {}).get("voice") or cfg["audio"]["output"]["voice"]
     return Reply(opts.get("output_modalities") or cfg["output_modalities"], voice["id"] if isinstance(voice, dict) else voice,
@@ -656,28 +874,30 @@ def new_reply(self: RealtimeSession, opts: dict) -> Reply:
 @patch
 async def respond(self: RealtimeSession, opts: dict, # a `response.create`'s `response`
                    r: Reply|None=None, # the reply (default: a new one, released at once)
-                   draft: str|None=None, # a draft's user text: the reply is held back (`r.gate`) until the turn ends
+                   draft: str|None=None, # a draft's user text: the reply is held back (`r.release()`) until the turn ends
                   ):
-    "Run one response: stream the LLM, speak each sentence as it is complete, report it all; cancellable at any await."
-    if draft is None:
-        for t in list(self.transcripts.values()): await t  # the user's words are all in
+    "Run one response: wait for the user's words, stream the LLM, speak each sentence as it is complete; a released reply always ends with `response.done`."
     r = r or self.new_reply(opts)
-    if draft is None: self.reply = r; r.gate.set()
-    messages = self.history(opts.get("instructions", self.config["instructions"])) + ([{"role": "user", "content": draft}] if draft else [])
+    if draft is None: self.reply = r; r.release()
     item = {"id": r.item_id, "object": "realtime.item", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
     status, details = "completed", None
     try:
-        await self.generate(r, item, messages)
+        if draft is None: await self.heard()  # the user's words are all in
+        messages, ids = self.history(opts.get("instructions", self.config["instructions"]))
+        try: await self.generate(r, item, messages + ([{"role": "user", "content": draft}] if draft else []))
+        finally:
+            if r.dropped and ids: self.cut = ids[min(r.dropped, len(ids) - 1)]  # the LLM reads from there on
     except asyncio.CancelledError:
-        if not r.gate.is_set(): return  # a draft dropped: it said nothing
+        if not r.released.is_set(): return  # a draft dropped: it said nothing
         status, details = "cancelled", {"type": "cancelled", "reason": self.cancel_reason or "client_cancelled"}
     except Exception as x:
-        if not r.gate.is_set(): return  # a draft that failed: the turn is answered the ordinary way
+        if not r.released.is_set(): return  # a draft that failed or gave way: the turn is answered the ordinary way
         ae = x if isinstance(x, ApiError) else None
-        if ae is None: logger.exception("realtime: a response failed")
-        msg, code = (ae.message, ae.code) if ae else (f"the response failed: {one_line(x)}", "model_error")
-        await self.send(error_event(ProtocolError(msg, code or "server_error", type=ae.type if ae else "server_error")))
-        status, details = "failed", {"type": "failed", "error": {"type": ae.type if ae else "server_error", "code": code}}
+        if ae is None and not isinstance(x, ValueError): logger.exception("realtime: a response failed")
+        msg, code = (ae.message, ae.code) if ae else (f"the response failed: {one_line(x)}", "invalid_value" if isinstance(x, ValueError) else "model_error")
+        etype = ae.type if ae else "invalid_request_error" if isinstance(x, ValueError) else "server_error"
+        await self.send(error_event(ProtocolError(msg, code or "server_error", type=etype)))
+        status, details = "failed", {"type": "failed", "error": {"type": etype, "code": code}}
     finally: r.cancel.set()
     await self.finish(r, item, status, details)
 
@@ -690,6 +910,7 @@ async def open(self: RealtimeSession, r: Reply, item: dict):
     self.items.append(item)
     if r.audio: self.spoken[item["id"]] = (r.sentences, 0.0)
     await self.send(event("response.created", response=self.response(r, "in_progress")))
+    r.created = True
     await self.send(event("response.output_item.added", response_id=r.id, output_index=0, item=item))
     await self.send(event("conversation.item.added", item=item, previous_item_id=prev))
     await self.send(event("response.content_part.added", response_id=r.id, item_id=item["id"], output_index=0, content_index=0,
@@ -698,13 +919,18 @@ async def open(self: RealtimeSession, r: Reply, item: dict):
 
 @patch
 async def generate(self: RealtimeSession, r: Reply, item: dict, messages: list[dict]):
-    "The LLM's reply, streamed as text deltas or as sentences of speech (computed at once, sent once the reply is released)."
+    "The LLM's reply, streamed as text deltas or as sentences of speech (computed at once, sent once the reply is released; a held draft never waits on the LLM's thread)."
     llm, tts = self.st.slots["llm"], self.st.slots["tts"]
     model, tts_model = llm.require(), (tts.require() if r.audio else None)
     n = self.settings.max_new_tokens if r.max_tokens == "inf" else min(int(r.max_tokens), self.settings.max_new_tokens)
     ids = dict(response_id=r.id, item_id=item["id"], output_index=0, content_index=0)
-    usage, count = {}, 0
-    pieces = stream_on_slot(llm, lambda: llm_pieces(model, messages, {"max_new_tokens": n}, usage, r.cancel, r.llm_go), stop=r.cancel)
+    usage, count, unsent = {}, 0, []
+    def make():  # on the LLM's thread
+        kept, r.dropped = fit_context(model, messages, n)
+        return llm_pieces(model, kept, {"max_new_tokens": n}, usage, r.cancel, r.llm_go, give_way=lambda: r.give_way(llm))
+    async def flush():
+        while unsent: await self.send(event("response.output_text.delta", **ids, delta=unsent.pop(0)))
+    pieces = stream_on_slot(llm, make, stop=r.cancel)
     opener = asyncio.ensure_future(self.open(r, item))
     sentences: asyncio.Queue = asyncio.Queue()
     speaker = asyncio.ensure_future(self.speak(r, tts, tts_model, sentences, ids)) if r.audio else None
@@ -713,9 +939,10 @@ async def generate(self: RealtimeSession, r: Reply, item: dict, messages: list[d
         async for val in pieces:
             count += 1; r.text += val
             if count == 1: r.marks["token"] = time.monotonic()
-            if not r.audio:
-                await r.opened.wait()
-                await self.send(event("response.output_text.delta", **ids, delta=val)); continue
+            if not r.audio:  # sent once the reply is released (till then they wait here, not on the LLM's thread)
+                unsent.append(val)
+                if r.opened.is_set(): await flush()
+                continue
             done, pending = cut_sentences(pending + val)
             if done and not r.held:  # the first sentence: the LLM waits until it is synthesized
                 r.held = True; r.llm_go.clear(); r.marks["written"] = time.monotonic()
@@ -726,6 +953,7 @@ async def generate(self: RealtimeSession, r: Reply, item: dict, messages: list[d
             sentences.put_nowait(None)
             await speaker
         await opener
+        await flush()
     finally:
         await pieces.aclose(); r.cancel.set(); r.llm_go.set()
         for t in (speaker, opener):
@@ -753,8 +981,15 @@ async def speak(self: RealtimeSession, r: Reply, slot: ModelSlot, model, sentenc
 # %% ../../../nbs/09ka_server_realtime.ipynb #0651ed8b
 @patch
 async def finish(self: RealtimeSession, r: Reply, item: dict, status: str, details: dict|None):
-    "Close a response's item and report `response.done` (on barge-in, truncate the item to what was played)."
-    self.reply = None
+    "Close a response's item and report `response.done` (on barge-in, truncate the item to what was played); a cancel waits for it."
+    r.finishing = True
+    try: await self._finish(r, item, status, details)
+    finally:
+        if self.reply is r: self.reply = None
+
+@patch
+async def _finish(self: RealtimeSession, r: Reply, item: dict, status: str, details: dict|None):
+    if not r.created: await self.send(event("response.created", response=self.response(r, "in_progress")))  # ended before it began
     if item in self.items:
         ids = dict(response_id=r.id, item_id=item["id"], output_index=0, content_index=0)
         item["status"] = "completed" if status == "completed" else "incomplete"
@@ -776,6 +1011,7 @@ async def finish(self: RealtimeSession, r: Reply, item: dict, status: str, detai
     self.report_latency(r)
     if status == "cancelled" and self.cancel_reason == "turn_detected" and r.audio and r.first_audio is not None:
         await self.truncate(item, r.played_ms())
+    await self.forget_oldest()
 
 @patch
 def report_latency(self: RealtimeSession, r: Reply):
@@ -849,6 +1085,33 @@ async def refuse(ws: WebSocket, e: ApiError):
     try: await ws.send_denial_response(e.response())
     except RuntimeError: await ws.close(1008 if e.status in (401, 403) else 1013, e.message[:120])
 
+# %% ../../../nbs/09ka_server_realtime.ipynb #7d1e0a07
+@patch
+def held_bytes(self: RealtimeSession) -> int:
+    "About how many bytes the session holds: its input audio, its conversation (as JSON) and the sentences it has spoken."
+    spoken = sum(len(s) for sentences, _ in list(self.spoken.values()) for s, _ in sentences)
+    return 2*self.buffered + len(json.dumps(self.items)) + spoken
+
+def realtime_bytes(st: ServerState) -> int:
+    "What the open realtime sessions of a server hold (read from another thread: a session that changes meanwhile is read again)."
+    total = 0
+    for s in list(live_sessions(st)):
+        for _ in range(3):
+            try: total += s.held_bytes(); break
+            except RuntimeError: continue  # changed while read
+    return total
+
+def prompt_cache_bytes(st: ServerState) -> int:
+    "What llama.cpp's prompt cache holds (0 without one)."
+    cache = getattr(getattr(st.slots["llm"].model, "model", None), "voice_agent_prompt_cache", None)
+    return sum(map(len, list(cache.states.values()))) if cache is not None else 0
+
+def watch_memory(st: ServerState):
+    "Report the realtime sessions' and the prompt cache's bytes, and the open sessions, in `/metrics`."
+    st.metrics.watch("realtime_sessions", lambda: realtime_bytes(st))
+    st.metrics.watch("llm_prompt_cache", lambda: prompt_cache_bytes(st))
+    st.metrics.realtime_sessions.set_function(lambda: len(live_sessions(st)))
+
 # %% ../../../nbs/09ka_server_realtime.ipynb #40076960
 router = APIRouter(tags=["realtime"])
 
@@ -866,6 +1129,7 @@ async def realtime(ws: WebSocket, model: str|None=None):
     except ApiError as e: return await refuse(ws, e)
     session = RealtimeSession(ws, st, model or st.slots["llm"].name)
     live.add(session)
+    watch_memory(st)
     try:
         await ws.accept(subprotocol=chosen_protocol(ws))
         logger.info(f"realtime session opened ({len(live)} of {st.settings.max_sessions})")
