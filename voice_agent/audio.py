@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['RATE_RANGE', 'MAX_CHANNELS', 'UNKNOWN_SIZE', 'AudioError', 'to_mono', 'resample', 'check_audio_size', 'decode_audio',
-           'load_audio', 'pcm16', 'wav_header', 'wav_bytes', 'split_audio', 'split_sentences']
+__all__ = ['RATE_RANGE', 'MAX_CHANNELS', 'DECODE_RATE', 'DECODE_BLOCK', 'UNKNOWN_SIZE', 'AudioError', 'to_mono', 'resample',
+           'AudioTooLarge', 'check_audio_size', 'StreamResampler', 'decode_audio', 'decode_mono', 'load_audio', 'pcm16',
+           'wav_header', 'wav_bytes', 'split_audio', 'split_sentences']
 
 # %% ../nbs/04_audio.ipynb #67197360
 class AudioError(ValueError):
@@ -39,38 +40,116 @@ def resample(x: np.ndarray, # mono samples
 # %% ../nbs/04_audio.ipynb #cfb306b1
 RATE_RANGE = (4000, 192000)  # sample rates accepted in a file: a header claiming 1 Hz would make resampling ask for GBs
 MAX_CHANNELS = 8
+DECODE_RATE = 96_000  # decoded samples (frames x channels) allowed per second of `max_seconds`: stereo at 48 kHz
+
+class AudioTooLarge(AudioError):
+    "Audio that would decode to more samples than allowed (the server answers 413)."
 
 def check_audio_size(sr: int, # the sample rate
-                     frames: int, # samples per channel (as the header says, or as decoded)
+                     frames: int, # samples per channel (as the header says, or as decoded so far)
                      max_seconds: float|None=None, # the longest audio accepted (None: no limit)
+                     channels: int=1, # channels: each is decoded before the mix down
                     ):
-    "Refuse sample rates outside `RATE_RANGE` and audio longer than `max_seconds`, before anything large is made."
+    "Refuse a rate outside `RATE_RANGE`, audio over `max_seconds`, or more decoded samples than `max_seconds` of stereo 48 kHz."
     lo, hi = RATE_RANGE
     if not lo <= sr <= hi: raise AudioError(f"the audio's sample rate is {sr} Hz: use {lo} to {hi} Hz (16000 is best for speech)")
-    if max_seconds is not None and frames > max_seconds*sr:
+    if max_seconds is None: return
+    if frames > max_seconds*sr:
         raise AudioError(f"the audio is {frames/sr:.1f} s long, over the limit of {max_seconds:g} s (MODEL_SERVER_MAX_AUDIO_SECONDS): "
                          "send a shorter clip, or split it")
+    if frames*channels > (limit := int(max_seconds*DECODE_RATE)):
+        raise AudioTooLarge(f"the audio decodes to {frames*channels:,} samples ({frames/sr:.1f} s x {channels} channels at {sr} Hz, "
+                            f"{frames*channels*4/2**30:.1f} GiB as float32), over the limit of {limit:,}: MODEL_SERVER_MAX_AUDIO_SECONDS "
+                            f"({max_seconds:g} s) of stereo 48 kHz. Send mono or stereo at 48 kHz or less "
+                            "(e.g. ffmpeg -i in.flac -ac 1 -ar 16000 out.flac)")
+
+# %% ../nbs/04_audio.ipynb #396e6ca1
+class StreamResampler:
+    "`resample` of a signal that comes in blocks: the same samples as one call on the whole, holding one step and its context."
+    def __init__(self, sr_from: int, # the input's rate
+                 sr_to: int=16000, # the rate wanted
+                 step: int=1 << 16, # input samples resampled at a time (rounded to whole periods of the ratio)
+                ):
+        g = math.gcd(int(sr_from), int(sr_to)); self.up, self.down = int(sr_to)//g, int(sr_from)//g
+        reach = 10*max(self.up, self.down)/self.up + 1  # resample_poly's filter half-length, in input samples
+        self.pad = self.down*math.ceil(reach/self.down)  # context on each side, in whole periods
+        self.step = self.down*max(1, step//self.down)
+        self.buf, self.b0, self.done = np.zeros(0, np.float32), 0, 0  # input held from index b0; output made up to input index done
+
+    def _run(self, end: int|None) -> np.ndarray:
+        "Resample the input from `done` to `end` (None: to the end, the signal is over) with its context."
+        cs = max(self.b0, self.done - self.pad)
+        x = self.buf[cs - self.b0:None if end is None else end + self.pad - self.b0]
+        y = resample(x, self.down, self.up) if len(x) else x
+        first = (self.done - cs)*self.up//self.down
+        y = y[first:] if end is None else y[first:first + (end - self.done)*self.up//self.down]
+        if end is not None:
+            self.done, drop = end, end - self.pad - self.b0
+            if drop > 0: self.buf, self.b0 = self.buf[drop:], self.b0 + drop
+        return y
+
+    def feed(self, x: np.ndarray, # the next mono samples
+            ) -> np.ndarray: # the output samples ready now (perhaps none)
+        "Take `x` in; return what can be resampled already."
+        self.buf, out = np.concatenate([self.buf, np.asarray(x, np.float32)]), []
+        while self.b0 + len(self.buf) >= self.done + self.step + self.pad: out.append(self._run(self.done + self.step))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def flush(self) -> np.ndarray: # the rest of the output
+        "The signal is over: resample what is left."
+        return self._run(None)
+
+# %% ../nbs/04_audio.ipynb #78b43888
+DECODE_BLOCK = 1 << 16  # frames decoded at a time (8 channels: 2 MiB of float32)
+
+def _open(data: bytes): # the file's bytes
+    "A `soundfile.SoundFile` reading `data`, or an `AudioError` that says why not."
+    if not data: raise AudioError("the audio is empty (0 bytes)")
+    import soundfile as sf
+    try: f = sf.SoundFile(io.BytesIO(data))
+    except Exception as e: raise _undecodable(data, e) from None
+    if f.channels > MAX_CHANNELS: f.close(); raise AudioError(f"the audio has {f.channels} channels: send mono or stereo")
+    return f
+
+def _undecodable(data: bytes, e: Exception) -> AudioError:
+    why = re.sub(r"^Error opening <[^>]*>: ", "", str(e)).rstrip(".")
+    return AudioError(f"could not decode the audio ({len(data)} bytes): {why}. Send WAV, FLAC or OGG (e.g. ffmpeg -i in.m4a -ar 16000 out.wav)")
 
 def decode_audio(data: bytes, # the file's bytes: WAV, FLAC, OGG/Vorbis/Opus (and MP3 with libsndfile >= 1.1)
                  max_seconds: float|None=None, # the longest audio accepted (None: no limit)
                 ) -> tuple[np.ndarray, int]: # samples (n, channels) float32 and the sample rate
-    "Decode an audio file held in memory, reading its header first: the rate, channels and length are checked before decoding."
-    if not data: raise AudioError("the audio is empty (0 bytes)")
-    import soundfile as sf
-    def fail(e):
-        why = re.sub(r"^Error opening <[^>]*>: ", "", str(e)).rstrip(".")
-        return AudioError(f"could not decode the audio ({len(data)} bytes): {why}. "
-                          "Send WAV, FLAC or OGG (e.g. ffmpeg -i in.m4a -ar 16000 out.wav)")
-    try: info = sf.info(io.BytesIO(data))
-    except Exception as e: raise fail(e) from None
-    if info.channels > MAX_CHANNELS: raise AudioError(f"the audio has {info.channels} channels: send mono or stereo")
-    check_audio_size(info.samplerate, max(int(info.frames), 0), max_seconds)
-    limit = None if max_seconds is None else int(max_seconds*info.samplerate) + 1  # a header that lies still can't make more
-    try: x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True, frames=-1 if limit is None else limit)
-    except Exception as e: raise fail(e) from None
-    check_audio_size(sr, len(x), max_seconds)
+    "Decode a whole file with its channels, its header checked first (the panel uses it; the server decodes with `decode_mono`)."
+    with _open(data) as f:
+        sr, ch = f.samplerate, f.channels
+        check_audio_size(sr, max(int(f.frames), 0), max_seconds, ch)
+        limit = -1 if max_seconds is None else int(max_seconds*sr) + 1  # a header that lies still can't make more
+        try: x = f.read(limit, dtype="float32", always_2d=True)
+        except Exception as e: raise _undecodable(data, e) from None
+    check_audio_size(sr, len(x), max_seconds, ch)
     return x, sr
 
+# %% ../nbs/04_audio.ipynb #09e11115
+def decode_mono(data: bytes, # the file's bytes
+                target_sr: int=16000, # the rate returned
+                max_seconds: float|None=None, # the longest audio accepted (None: no limit)
+               ) -> np.ndarray: # mono float32 samples at `target_sr`
+    "Decode, mix down and resample block by block, the header checked first: memory holds the output and one block."
+    with _open(data) as f:
+        sr, ch, n = f.samplerate, f.channels, 0
+        check_audio_size(sr, max(int(f.frames), 0), max_seconds, ch)  # from the header, before any decoding
+        rs, out = StreamResampler(sr, target_sr), []
+        while True:
+            try: b = f.read(DECODE_BLOCK, dtype="float32", always_2d=True)
+            except Exception as e: raise _undecodable(data, e) from None
+            if not len(b): break
+            n += len(b); check_audio_size(sr, n, max_seconds, ch)  # a header that lies still can't make more
+            m = b[:, 0] if ch == 1 else b.mean(axis=1, dtype=np.float32)
+            if not np.isfinite(m).all(): raise AudioError("the audio holds NaN or infinite samples")
+            out.append(rs.feed(m))
+    if n == 0: raise AudioError("the audio holds no samples")
+    return np.concatenate(out + [rs.flush()])
+
+# %% ../nbs/04_audio.ipynb #d618fdba
 def load_audio(audio, # a path, bytes, a file-like object, or a numpy array (then give `sample_rate`)
                sample_rate: int|None=None, # the sample rate of an array input
                target_sr: int=16000, # the rate returned
@@ -80,19 +159,17 @@ def load_audio(audio, # a path, bytes, a file-like object, or a numpy array (the
     if isinstance(audio, (str, Path)):
         p = Path(audio)
         if not p.is_file(): raise AudioError(f"audio file not found: {p}")
-        x, sr = decode_audio(p.read_bytes(), max_seconds)
-    elif isinstance(audio, (bytes, bytearray, memoryview)): x, sr = decode_audio(bytes(audio), max_seconds)
-    elif hasattr(audio, "read"): x, sr = decode_audio(audio.read(), max_seconds)
-    elif isinstance(audio, dict) and {"array", "sampling_rate"} <= set(audio):  # the datasets/pipeline convention
+        return decode_mono(p.read_bytes(), target_sr, max_seconds)
+    if isinstance(audio, (bytes, bytearray, memoryview)): return decode_mono(bytes(audio), target_sr, max_seconds)
+    if hasattr(audio, "read"): return decode_mono(audio.read(), target_sr, max_seconds)
+    if isinstance(audio, dict) and {"array", "sampling_rate"} <= set(audio):  # the datasets/pipeline convention
         return load_audio(audio["array"], audio["sampling_rate"], target_sr, max_seconds)
-    else:
-        if hasattr(audio, "detach"): audio = audio.detach().cpu().numpy()  # a torch tensor
-        x = np.asarray(audio)
-        if not np.issubdtype(x.dtype, np.number): raise AudioError(f"unsupported audio input of type {type(audio).__name__}")
-        if sample_rate is None: raise AudioError("an audio array needs its sample_rate")
-        sr = int(sample_rate)
-        if np.issubdtype(x.dtype, np.integer): x = x.astype(np.float32)/np.iinfo(x.dtype).max
-    if sr <= 0: raise AudioError(f"invalid sample rate {sr}")
+    if hasattr(audio, "detach"): audio = audio.detach().cpu().numpy()  # a torch tensor
+    x = np.asarray(audio)
+    if not np.issubdtype(x.dtype, np.number): raise AudioError(f"unsupported audio input of type {type(audio).__name__}")
+    if sample_rate is None: raise AudioError("an audio array needs its sample_rate")
+    if (sr := int(sample_rate)) <= 0: raise AudioError(f"invalid sample rate {sr}")
+    if np.issubdtype(x.dtype, np.integer): x = x.astype(np.float32)/np.iinfo(x.dtype).max
     if max_seconds is not None: check_audio_size(sr, len(x) if np.ndim(x) == 1 else max(np.shape(x)), max_seconds)
     mono = to_mono(x)
     if mono.size == 0: raise AudioError("the audio holds no samples")

@@ -4,16 +4,19 @@
 
 # %% ../../nbs/09d_server_audio_io.ipynb #1547c69d
 from __future__ import annotations
-import asyncio, io
+import asyncio, io, threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 import numpy as np
 from fastapi import UploadFile
 from ..config import Settings
-from ..audio import AudioError, load_audio, pcm16, resample, wav_bytes, wav_header
+from ..audio import AudioError, AudioTooLarge, decode_mono, pcm16, resample, wav_bytes, wav_header
 from .errors import ApiError
 
 # %% auto #0
-__all__ = ['AUDIO_TYPES', 'BODY_SLACK', 'SPEECH_MEDIA_TYPES', 'SPEECH_RATE', 'STREAMED_FORMATS', 'upload_body_limit',
-           'read_upload', 'decode_upload', 'encode_audio', 'audio_responses', 'SpeechEncoder']
+__all__ = ['AUDIO_TYPES', 'BODY_SLACK', 'DECODES_AT_ONCE', 'SPEECH_MEDIA_TYPES', 'SPEECH_RATE', 'STREAMED_FORMATS',
+           'upload_body_limit', 'read_upload', 'DecodeGate', 'decode_gate', 'decode_upload', 'encode_audio',
+           'audio_responses', 'SpeechEncoder']
 
 # %% ../../nbs/09d_server_audio_io.ipynb #7c2e55b2
 AUDIO_TYPES = ("audio/", "video/", "application/octet-stream", "application/ogg", "binary/octet-stream")
@@ -40,12 +43,48 @@ async def read_upload(upload: UploadFile, settings: Settings, field: str) -> byt
     if not data: raise ApiError(400, f"the {field!r} upload is empty (0 bytes)", code="invalid_audio", param=field)
     return data
 
+# %% ../../nbs/09d_server_audio_io.ipynb #a6bd4421
+DECODES_AT_ONCE = 2  # uploads decoded at the same time (each holds at most its 16 kHz output and one block)
+
+class DecodeGate:
+    "Decodes on threads of their own, `threads` at a time; `waiting` more may queue, the rest are refused with a 503."
+    def __init__(self, threads: int=DECODES_AT_ONCE):
+        self.threads, self.in_flight, self._lock = threads, 0, threading.Lock()
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="voice_agent-decode")
+
+    def _done(self, _fut=None):
+        with self._lock: self.in_flight -= 1
+
+    async def run(self, fn: Callable, *args,
+                  waiting: int=8, # decodes that may wait for a thread (the server passes MODEL_SERVER_MAX_QUEUE)
+                 ):
+        "`fn(*args)` on a decode thread, once one is free; a 503 when `threads + waiting` decodes are already in."
+        with self._lock:
+            if self.in_flight >= self.threads + waiting:
+                raise ApiError(503, f"the server is already decoding {self.threads} uploads, and {self.in_flight - self.threads} more wait "
+                               f"(MODEL_SERVER_MAX_QUEUE={waiting}): retry shortly", "overloaded", "decode_queue_full", headers={"Retry-After": "1"})
+            self.in_flight += 1
+        fut = self._executor.submit(fn, *args); fut.add_done_callback(self._done)  # counted out when it ends, or is dropped unstarted
+        try: return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError: fut.cancel(); raise  # a client that left: its queued decode never runs
+
+_gate, _gate_lock = None, threading.Lock()
+
+def decode_gate() -> DecodeGate:
+    "The process's `DecodeGate` (memory is the process's), made on first use."
+    global _gate
+    with _gate_lock:
+        if _gate is None: _gate = DecodeGate()
+        return _gate
+
+# %% ../../nbs/09d_server_audio_io.ipynb #2e9ee6b5
 async def decode_upload(data: bytes, # the uploaded file
                         field: str, # its form field, named in errors
-                        settings: Settings, # for `max_audio_seconds`
+                        settings: Settings, # for `max_audio_seconds` and `max_queue`
                        ) -> np.ndarray: # mono float32 at 16 kHz
-    "Decode to 16 kHz mono off the event loop; undecodable or too long audio is a 400."
-    try: return await asyncio.to_thread(load_audio, data, None, 16000, settings.max_audio_seconds)
+    "Decode to 16 kHz mono on a `decode_gate()` thread; undecodable or too long audio is a 400, too many decoded samples a 413."
+    try: return await decode_gate().run(decode_mono, data, 16000, settings.max_audio_seconds, waiting=settings.max_queue)
+    except AudioTooLarge as e: raise ApiError(413, f"the {field!r} upload is too large once decoded: {e}", code="audio_too_large", param=field)
     except AudioError as e: raise ApiError(400, f"the {field!r} upload is not usable audio: {e}", code="invalid_audio", param=field)
 
 # %% ../../nbs/09d_server_audio_io.ipynb #408fdea8
