@@ -477,7 +477,7 @@ async def speech_stopped(self: RealtimeSession, ms: int, # where the speech stop
     self.spec = self.draft = None
     await self.send(event("input_audio_buffer.speech_stopped", audio_end_ms=self.stream_sample(ms)*1000//RATE, item_id=self.speech_item))
     if end is None: end = self.stream_sample(ms + -(-td["silence_duration_ms"]//FRAME_MS)*FRAME_MS)
-    keep, offset = max(0, self.stream_pos - end), max(0, (self.speech_start or 0) - self.buf_pos)  # the speech from its prefix padding
+    keep, offset = min(max(0, self.stream_pos - end), self.buffered), max(0, (self.speech_start or 0) - self.buf_pos)  # the speech from its prefix padding
     valid = spec is not None and spec.end_ms == ms
     if spec and not valid: spec.drop()
     if draft and (not valid or draft.task.done() or self.busy): draft.drop(); draft = None
@@ -778,7 +778,7 @@ async def turn(self: RealtimeSession, item: dict, ended: float): # when the spee
 # %% ../../../nbs/09ka_server_realtime.ipynb #93cbed0d
 @patch
 def history(self: RealtimeSession, instructions: str) -> tuple[list[dict], list[str]]:
-    "The conversation as chat messages for the LLM (from the item `cut`, once older ones were left out to fit its context), and each message's item id."
+    "The conversation as chat messages for the LLM (from the item `cut`, once older ones were left out to fit its context), and the item ids of those after the instructions."
     msgs, ids = ([{"role": "system", "content": instructions}] if instructions else []), []
     start = next((i for i, it in enumerate(self.items) if it["id"] == self.cut), 0)
     for it in self.items[start:]:
@@ -814,9 +814,10 @@ def model_context(model) -> int|None:
     "The tokens `model` reads at most (None: unknown)."
     return context_size(model) if isinstance(model, OpenSourceLLM) else getattr(model, "n_ctx", None)
 
-def trim_history(messages: list[dict], count: Callable[[list[dict]], int], budget: int) -> int:
-    "How many of the oldest messages after a leading system message to leave out so `count(kept) <= budget` (none if all fit, else down to `RETAIN` of it); the last is always kept."
-    head = 1 if messages and messages[0]["role"] == "system" else 0
+def trim_history(messages: list[dict], count: Callable[[list[dict]], int], budget: int,
+                 head: int=1, # leading messages always kept (the instructions)
+                ) -> int: # how many messages after them to leave out
+    "How many of the oldest messages after the first `head` to leave out so `count(kept) <= budget` (none if all fit, else down to `RETAIN` of it); the last is always kept."
     n, kept = len(messages) - head, lambda k: messages[:head] + messages[head + k:]
     if n <= 1 or count(messages) <= budget: return 0
     lo, hi = 1, n - 1
@@ -827,12 +828,13 @@ def trim_history(messages: list[dict], count: Callable[[list[dict]], int], budge
     while lo < n - 1 and messages[head + lo]["role"] != "user": lo += 1
     return lo
 
-def fit_context(model, messages: list[dict], reply_tokens: int) -> tuple[list[dict], int]:
-    "On the LLM's thread: `messages` without the oldest that keep the prompt and `reply_tokens` from fitting the context, and how many were left out."
+def fit_context(model, messages: list[dict], reply_tokens: int,
+                head: int=1, # leading messages always kept (the instructions)
+               ) -> tuple[list[dict], int]: # the messages to send, and how many after `head` were left out
+    "On the LLM's thread: `messages` without the oldest that keep the prompt and `reply_tokens` from fitting the model's context."
     n_ctx = model_context(model)
     if not n_ctx or not (hasattr(model, "prompt_tokens") or isinstance(model, OpenSourceLLM)): return messages, 0
-    k = trim_history(messages, lambda m: prompt_tokens(model, m), n_ctx - reply_tokens)
-    head = 1 if messages and messages[0]["role"] == "system" else 0
+    k = trim_history(messages, lambda m: prompt_tokens(model, m), n_ctx - reply_tokens, head)
     return messages[:head] + messages[head + k:], k
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #558222b9
@@ -884,7 +886,7 @@ async def respond(self: RealtimeSession, opts: dict, # a `response.create`'s `re
     try:
         if draft is None: await self.heard()  # the user's words are all in
         messages, ids = self.history(opts.get("instructions", self.config["instructions"]))
-        try: await self.generate(r, item, messages + ([{"role": "user", "content": draft}] if draft else []))
+        try: await self.generate(r, item, messages + ([{"role": "user", "content": draft}] if draft else []), len(messages) - len(ids))
         finally:
             if r.dropped and ids: self.cut = ids[min(r.dropped, len(ids) - 1)]  # the LLM reads from there on
     except asyncio.CancelledError:
@@ -918,7 +920,9 @@ async def open(self: RealtimeSession, r: Reply, item: dict):
     r.opened.set()
 
 @patch
-async def generate(self: RealtimeSession, r: Reply, item: dict, messages: list[dict]):
+async def generate(self: RealtimeSession, r: Reply, item: dict, messages: list[dict],
+                   head: int=0, # leading messages always read (the instructions)
+                  ):
     "The LLM's reply, streamed as text deltas or as sentences of speech (computed at once, sent once the reply is released; a held draft never waits on the LLM's thread)."
     llm, tts = self.st.slots["llm"], self.st.slots["tts"]
     model, tts_model = llm.require(), (tts.require() if r.audio else None)
@@ -926,7 +930,7 @@ async def generate(self: RealtimeSession, r: Reply, item: dict, messages: list[d
     ids = dict(response_id=r.id, item_id=item["id"], output_index=0, content_index=0)
     usage, count, unsent = {}, 0, []
     def make():  # on the LLM's thread
-        kept, r.dropped = fit_context(model, messages, n)
+        kept, r.dropped = fit_context(model, messages, n, head)
         return llm_pieces(model, kept, {"max_new_tokens": n}, usage, r.cancel, r.llm_go, give_way=lambda: r.give_way(llm))
     async def flush():
         while unsent: await self.send(event("response.output_text.delta", **ids, delta=unsent.pop(0)))
