@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_ray_serve.ipynb #d3a66e67
 from __future__ import annotations
-import asyncio, importlib.util, itertools, math, os, signal, socket, sys, tempfile, threading, time
+import asyncio, importlib.util, itertools, math, os, shutil, signal, socket, sys, tempfile, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
@@ -18,17 +18,20 @@ from .server.errors import ApiError
 from .server.slots import DISABLED_NAMES, KINDS, LABELS, ModelSlot, ServerState, default_loaders, model_setting, unless_left
 
 # %% auto #0
-__all__ = ['APP', 'NAMESPACE', 'INGRESS_MAX_ONGOING', 'QUIET', 'AWAITED', 'REPLICA_FIELDS', 'SECRET_FIELDS', 'LOCAL_RAY_ENV',
-           'SLOW_IMPORTS', 'RAY_PORTS', 'per_model', 'replica_options', 'most_replicas', 'deployment_options',
-           'ReplicaFailed', 'StreamEnd', 'plain_attempts', 'first_line', 'replica_identity', 'ModelReplica',
-           'ReplicaBoard', 'unwrap', 'retryable', 'RemoteModel', 'LocalHandle', 'model_state', 'RaySlot', 'ray_app',
-           'follow_replicas', 'Ingress', 'build_app', 'settings_args', 'settings_from_args', 'app_from_args',
-           'serve_config', 'free_port', 'reserved_cpus', 'LocalCluster', 'session_pids', 'serve_on_ray']
+__all__ = ['APP', 'NAMESPACE', 'INGRESS_MAX_ONGOING', 'CALL_TIMEOUT', 'QUIET', 'AWAITED', 'REPLICA_FIELDS', 'SECRET_FIELDS',
+           'LOCAL_RAY_ENV', 'SLOW_IMPORTS', 'RAY_PORTS', 'TOKEN_FILE', 'per_model', 'replica_options', 'most_replicas',
+           'deployment_options', 'ReplicaFailed', 'StreamEnd', 'plain_attempts', 'first_line', 'replica_identity',
+           'ModelReplica', 'ReplicaBoard', 'unwrap', 'retryable', 'replica_died', 'timed_out', 'RemoteModel',
+           'LocalHandle', 'model_state', 'RaySlot', 'ray_app', 'follow_replicas', 'Ingress', 'replica_settings',
+           'build_app', 'settings_args', 'settings_from_args', 'app_from_args', 'serve_config', 'write_token',
+           'free_port', 'reserved_cpus', 'LocalCluster', 'session_pids', 'TokenRefused', 'token_refused', 'join_ray',
+           'serve_on_ray']
 
 # %% ../nbs/12_ray_serve.ipynb #05317ad3
 APP = "voice_agent"  # the Serve application's name
 NAMESPACE = "voice_agent"  # the Ray namespace of our driver
 INGRESS_MAX_ONGOING = 1000  # requests the ingress replica takes at once: its slots bound each model's queue, as in one process
+CALL_TIMEOUT = 600.0  # seconds one model call through Ray may take (a stream: between two pieces): then the ingress answers 504, and the replica fails Serve's health check and is replaced (a module constant until config.py has a setting)
 QUIET = {"enable_access_log": False}  # Serve's logging_config: no line per call (the board alone gets several a second)
 
 def per_model(spec: str, # `llm=2,stt=1,tts=1`, or one value for every model
@@ -118,12 +121,14 @@ class ModelReplica:
                  board=None, # the board's handle (None: report to nobody)
                  loader: Callable[[Settings], Any]|None=None, # default: `default_loaders()[kind]`, the recorded fallback chain
                  beat: float|None=1.0, # seconds between reports to the board (None: report only when the state changes)
+                 hung_after: float=CALL_TIMEOUT, # seconds one call may run (a stream: between pieces) before Serve's health check fails
                 ):
-        self.kind, self.label, self.settings, self.board, self.beat = kind, LABELS[kind], settings, board, beat
+        self.kind, self.label, self.settings, self.board, self.beat, self.hung_after = kind, LABELS[kind], settings, board, beat, hung_after
         self.me, self.name = replica_identity(), model_setting(settings, kind)
         if self.me["actor"]: setup_logging()  # in a Ray worker: log our INFO lines too
         self.state, self.model, self.info, self.attempts, self.error, self.load_seconds = "loading", None, {}, [], None, None
         self.in_flight, self.served, self._lock, self._count, self._stop = 0, 0, threading.Lock(), threading.Lock(), threading.Event()
+        self._since = None  # when the running call started or last gave a piece (None: no call runs)
         self.report()
         if board is not None and beat: threading.Thread(target=self._beat, daemon=True, name=f"voice_agent-{kind}-beat").start()
         t = time.perf_counter()
@@ -182,7 +187,10 @@ def call(self: ModelReplica, method: str, *args, **kw):
     m = self._ready()
     self._enter(1)
     try:
-        with self._lock: return getattr(m, method)(*args, **kw)
+        with self._lock:
+            self._since = time.monotonic()
+            try: return getattr(m, method)(*args, **kw)
+            finally: self._since = None
     finally: self._enter(-1)
 
 @patch
@@ -202,11 +210,20 @@ def stream_chat(self: ModelReplica, messages: list[dict], **opts) -> Iterator:
     self._enter(1)
     try:
         with self._lock:
+            self._since = time.monotonic()  # before making the generator: a model may do its work there
             gen = m.stream_chat(messages, usage=usage, **opts)
-            try: yield from gen
-            finally: gen.close()
+            try:
+                for x in gen: yield x; self._since = time.monotonic()
+            finally: gen.close(); self._since = None
         yield StreamEnd(usage)
     finally: self._enter(-1)
+
+@patch
+def check_health(self: ModelReplica):
+    "Serve's health check: fails while one call has run `hung_after` seconds (a stream: without a piece), so Serve replaces this replica."
+    if (t := self._since) is not None and (busy := time.monotonic() - t) > self.hung_after:
+        raise RuntimeError(f"the {self.label} replica {self.me['replica']} has been in one call for {busy:.0f} s "
+                           f"(more than {self.hung_after:g} s): hung, to be replaced")
 
 # %% ../nbs/12_ray_serve.ipynb #1d4979bc
 class ReplicaBoard:
@@ -236,13 +253,40 @@ def unwrap(e: BaseException) -> BaseException:
     return cause if type(e).__name__.startswith("RayTaskError") and isinstance(cause, BaseException) else e
 
 def retryable(e: BaseException) -> bool:
-    "Whether another replica may serve the call: this one died, is unreachable, is full, or has no model."
+    "Whether another replica may serve the call: it never ran the model (the replica has none, or the deployment's queue is full)."
     if isinstance(e, ReplicaFailed): return True
     if "ray" not in sys.modules: return False
-    from ray.exceptions import ActorUnavailableError, RayActorError
     from ray.serve.exceptions import BackPressureError
-    return isinstance(e, (RayActorError, ActorUnavailableError, BackPressureError))
+    return isinstance(e, BackPressureError)
 
+def replica_died(e: BaseException) -> bool:
+    "Whether the replica that took the call died (or was cut off) while it held it: the call may be what killed it."
+    if "ray" not in sys.modules: return False
+    from ray.exceptions import RayActorError  # ActorDiedError, ActorUnavailableError
+    return isinstance(e, RayActorError)
+
+def timed_out(e: BaseException) -> bool:
+    "Whether `e` is a wait for a replica that ran out (not the model's own `TimeoutError`, which comes wrapped)."
+    return isinstance(e, TimeoutError) and unwrap(e) is e
+
+class _Watchdog:
+    "Calls `fire` (once, from its own thread) when a wait for a replica lasts `timeout` seconds; time the caller spends elsewhere doesn't count."
+    def __init__(self, timeout: float, fire: Callable[[], Any]):
+        self.timeout, self.fire, self.fired, self.since, self._done, self._cv = timeout, fire, False, time.monotonic(), False, threading.Condition()
+        threading.Thread(target=self._run, daemon=True, name="voice_agent-ray-watchdog").start()
+    def _run(self):
+        with self._cv:
+            while not self._done and not self.fired:
+                left = None if self.since is None else self.since + self.timeout - time.monotonic()
+                if left is not None and left <= 0: self.fired = True
+                else: self._cv.wait(left)
+        if self.fired: self.fire()
+    def waiting(self, on: bool): # True: from now on we wait for the replica; False: we don't
+        with self._cv: self.since = time.monotonic() if on else None; self._cv.notify()
+    def stop(self):
+        with self._cv: self._done = True; self._cv.notify()
+
+# %% ../nbs/12_ray_serve.ipynb #9d5fd5ae
 AWAITED = ("chat", "transcribe", "synthesize_array")  # `RemoteModel` methods a `RaySlot` awaits (`acall`) rather than runs on a thread
 
 class RemoteModel:
@@ -250,17 +294,23 @@ class RemoteModel:
     def __init__(self, kind: str, # "llm", "stt" or "tts"
                  handle, # the deployment's `DeploymentHandle`
                  info: dict|None=None, # a ready replica's `info()`: what /health shows of the model
-                 retries: int=2, # other replicas to try when one is lost
+                 retries: int=2, # other replicas to try when one has no model or the queue is full
+                 timeout: float=CALL_TIMEOUT, # seconds a call may take (a stream: between two pieces), then 504
                 ):
-        self.kind, self.label, self.handle, self._info, self.retries = kind, LABELS[kind], handle, dict(info or {}), retries
+        self.kind, self.label, self.handle, self._info, self.retries, self.timeout = kind, LABELS[kind], handle, dict(info or {}), retries, timeout
 
     @property
     def model_name(self) -> str|None: return self._info.get("name")
     def info(self) -> dict: return dict(self._info)
 
     def _final(self, method: str, e: BaseException, n: int) -> BaseException|None:
-        "`e` unwrapped when it is final (the model's own error; a 503 after the last retry), else None: try again after `_pause(n)`."
+        "What to raise for `e` (the model's own error, a 500 for a dead replica, a 503 after the last retry), or None: try again after `_pause(n)`."
         e = unwrap(e)
+        if replica_died(e):
+            logger.error(f"{self.label} {method}: the replica serving it died ({one_line(e)}); not retried")
+            return ApiError(500, f"the {self.label} replica serving this request died while it ran ({one_line(e)}): out of memory, "
+                            "or a crash in the model? It was not retried, as the request itself may have killed it; Serve replaces the "
+                            "replica (GET /health lists them)", "server_error", "replica_died")
         if not retryable(e): return e
         last = n == self.retries
         logger.warning(f"{self.label} {method}: a replica could not serve it ({one_line(e)}); " + ("no retries left" if last else "trying another"))
@@ -269,52 +319,74 @@ class RemoteModel:
                             "retry shortly; GET /health lists the replicas and their state", "unavailable", "replica_lost",
                             headers={"Retry-After": "1"})
 
+    def _late(self, method: str) -> ApiError:
+        "The 504 of a call no replica answered in time (it was cancelled; a hung replica fails its health check and is replaced)."
+        logger.error(f"{self.label} {method}: no answer from its replica within {self.timeout:g} s; cancelled")
+        return ApiError(504, f"the {self.label} replica did not answer within {self.timeout:g} s (hung, or the request is too big "
+                        "for it): the call was cancelled; retry, or send less", "server_error", "replica_timeout")
+
     def _pause(self, n: int) -> float: return 0.2*(n + 1)  # seconds before try n+1, so Serve's router learns of a dead replica
 
-    async def acall(self, method: str, # one of `AWAITED`
-                    *args, **kw):
-        "Await one call on a replica, on the caller's event loop (no thread waits on Ray); cancelling it cancels the call."
-        for n in range(self.retries + 1):
-            resp = getattr(self.handle, method).remote(*args, **kw)
-            try: return await resp
-            except asyncio.CancelledError: resp.cancel(); raise  # the client left: Serve drops the call if it has not started
-            except Exception as e:
-                if final := self._final(method, e, n): raise final from None
-            await asyncio.sleep(self._pause(n))
+# %% ../nbs/12_ray_serve.ipynb #9d5fd5af
+@patch
+async def acall(self: RemoteModel, method: str, # one of `AWAITED`
+                *args, **kw):
+    "Await one call on a replica, on the caller's event loop (no thread waits on Ray); cancelling it cancels the call."
+    for n in range(self.retries + 1):
+        resp = getattr(self.handle, method).remote(*args, **kw)
+        task = asyncio.ensure_future(resp)
+        try: done, _ = await asyncio.wait({task}, timeout=self.timeout)
+        except asyncio.CancelledError: task.cancel(); resp.cancel(); raise  # the client left: Serve drops the call if it has not started
+        if not done: task.cancel(); resp.cancel(); raise self._late(method)
+        try: return task.result()
+        except Exception as e:
+            if final := self._final(method, e, n): raise final from None
+        await asyncio.sleep(self._pause(n))
 
-    def _call(self, method: str, *args, **kw):
-        "The same call, blocking a thread (the realtime route calls models from its own functions on the slot's thread)."
-        for n in range(self.retries + 1):
-            try: return getattr(self.handle, method).remote(*args, **kw).result()
-            except Exception as e:
-                if final := self._final(method, e, n): raise final from None
-            time.sleep(self._pause(n))
+@patch
+def _call(self: RemoteModel, method: str, *args, **kw):
+    "The same call, blocking a thread (the realtime route calls models from its own functions on the slot's thread)."
+    for n in range(self.retries + 1):
+        resp = getattr(self.handle, method).remote(*args, **kw)
+        try: return resp.result(timeout_s=self.timeout)
+        except Exception as e:
+            if timed_out(e): resp.cancel(); raise self._late(method) from None
+            if final := self._final(method, e, n): raise final from None
+        time.sleep(self._pause(n))
 
-    def chat(self, messages: list[dict], **opts): return self._call("chat", messages, **opts)
-    def transcribe(self, audio, sample_rate: int|None=None, language: str|None=None) -> str:
-        return self._call("transcribe", audio, sample_rate, language)
-    def synthesize_array(self, text: str, voice: str|None=None, speed: float=1.0):
-        return self._call("synthesize_array", text, voice, speed)
+@patch
+def chat(self: RemoteModel, messages: list[dict], **opts): return self._call("chat", messages, **opts)
+@patch
+def transcribe(self: RemoteModel, audio, sample_rate: int|None=None, language: str|None=None) -> str:
+    return self._call("transcribe", audio, sample_rate, language)
+@patch
+def synthesize_array(self: RemoteModel, text: str, voice: str|None=None, speed: float=1.0):
+    return self._call("synthesize_array", text, voice, speed)
 
-    def stream_chat(self, messages: list[dict], usage: dict|None=None, **opts) -> Iterator:
-        "The reply's pieces as the replica streams them (iterated on the slot's thread); closing this generator cancels the replica's."
-        for n in range(self.retries + 1):
-            gen, started = self.handle.options(stream=True).stream_chat.remote(messages, **opts), False
-            try:
-                for x in gen:
-                    if isinstance(x, StreamEnd):
-                        if usage is not None: usage.update(x.usage)
-                    else: started = True; yield x
-                return
-            except GeneratorExit: gen.cancel(); raise
-            except Exception as e:
-                if started:
-                    e = unwrap(e)
-                    if not retryable(e): raise e from None
-                    raise ApiError(503, f"the {self.label} replica streaming this reply was lost ({one_line(e)}): ask again",
-                                   "unavailable", "replica_lost", headers={"Retry-After": "1"}) from None
-                if final := self._final("stream_chat", e, n): raise final from None
-            time.sleep(self._pause(n))
+# %% ../nbs/12_ray_serve.ipynb #9d5fd5b0
+@patch
+def stream_chat(self: RemoteModel, messages: list[dict], usage: dict|None=None, **opts) -> Iterator:
+    "The reply's pieces as the replica streams them (iterated on the slot's thread); closing this generator cancels the replica's."
+    for n in range(self.retries + 1):
+        gen = self.handle.options(stream=True).stream_chat.remote(messages, **opts)
+        watch = _Watchdog(self.timeout, gen.cancel)  # a replica silent for `timeout` seconds: cancel, which ends the wait below
+        started = False
+        try:
+            for x in gen:
+                if isinstance(x, StreamEnd):
+                    if usage is not None: usage.update(x.usage)
+                    continue
+                watch.waiting(False); started = True
+                yield x  # the client's pace is not the replica's
+                watch.waiting(True)
+            return
+        except GeneratorExit: gen.cancel(); raise
+        except Exception as e:
+            if watch.fired: raise self._late("stream_chat") from None
+            final = self._final("stream_chat", e, n)  # None: retry (no model there, before any piece)
+            if final or started: raise (final or unwrap(e)) from None
+        finally: watch.stop()
+        time.sleep(self._pause(n))
 
 # %% ../nbs/12_ray_serve.ipynb #7d01be86
 class _Response:
@@ -360,12 +432,13 @@ class RaySlot(ModelSlot):
     def __init__(self, kind: str, name: str, settings: Settings, metrics,
                  handle, # the deployment's handle
                  capacity: int=1, # calls the replicas take at once: the slot's threads
-                 retries: int=2, # other replicas a call tries when one is lost
+                 retries: int=2, # other replicas a call tries when one has no model or the queue is full
+                 timeout: float=CALL_TIMEOUT, # seconds a call may take (a stream: between pieces), then 504
                 ):
         super().__init__(kind, name, replace(settings, max_queue=settings.max_queue + capacity - 1), metrics)
         self._executor.shutdown(wait=False)
         self._executor = ThreadPoolExecutor(capacity, thread_name_prefix=f"voice_agent-ray-{kind}")
-        self.handle, self.capacity, self.retries, self.replicas = handle, capacity, retries, []
+        self.handle, self.capacity, self.retries, self.timeout, self.replicas = handle, capacity, retries, timeout, []
 
     def update(self, entries: list[dict]):
         "Follow the replicas' reports (the board's entries of this model)."
@@ -374,7 +447,7 @@ class RaySlot(ModelSlot):
         if state == "ready":
             best = self.replicas[0]
             if self.state != "ready" or self.info != best["info"]:
-                self.set_ready(RemoteModel(self.kind, self.handle, best["info"], self.retries), best.get("load_seconds"))
+                self.set_ready(RemoteModel(self.kind, self.handle, best["info"], self.retries, self.timeout), best.get("load_seconds"))
         elif state == "failed":
             f = self.replicas[0]
             if self.state != "failed":
@@ -409,14 +482,15 @@ class RaySlot(ModelSlot):
 def ray_app(settings: Settings, # the server's settings (auth, limits, model names)
             handles: dict, # {"llm"|"stt"|"tts": the deployment's handle}; a model without one is not served
             capacity: dict|None=None, # {kind: calls its replicas take at once} (default 1)
-            retries: int=2, # other replicas a call tries when one is lost
+            retries: int=2, # other replicas a call tries when one has no model or the queue is full
+            timeout: float=CALL_TIMEOUT, # seconds a model call may take (a stream: between pieces), then 504
            ) -> FastAPI:
     "The model server's app, its models served by Ray Serve deployments."
     app = create_app(settings, loaders=dict.fromkeys(handles))
     st: ServerState = app.state.server
     for k, h in handles.items():
         if st.slots[k].state == "disabled": continue
-        st.slots[k] = RaySlot(k, st.slots[k].name, settings, st.metrics, h, (capacity or {}).get(k, 1), retries)
+        st.slots[k] = RaySlot(k, st.slots[k].name, settings, st.metrics, h, (capacity or {}).get(k, 1), retries, timeout)
     return app
 
 async def follow_replicas(st: ServerState, # the app's state
@@ -439,20 +513,25 @@ async def follow_replicas(st: ServerState, # the app's state
 
 class Ingress:
     "The ingress deployment: the model server's own app (`ray_app`), so every route, schema, error, key and limit is the single-process server's."
-    def __init__(self, settings: Settings, board, capacity: dict, llm=None, stt=None, tts=None):
-        self.settings, self.board, self.capacity = settings, board, capacity
+    def __init__(self, settings: Settings, board, capacity: dict, llm=None, stt=None, tts=None, timeout: float=CALL_TIMEOUT):
+        self.settings, self.board, self.capacity, self.timeout = settings, board, capacity, timeout
         self.handles = {k: h for k, h in (("llm", llm), ("stt", stt), ("tts", tts)) if h is not None}
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
         setup_logging()
-        app = ray_app(self.settings, self.handles, self.capacity)
+        app = ray_app(self.settings, self.handles, self.capacity, timeout=self.timeout)
         self._follow = asyncio.get_running_loop().create_task(follow_replicas(app.state.server, self.board))
         return app
 
 # %% ../nbs/12_ray_serve.ipynb #f4178053
+def replica_settings(s: Settings) -> Settings:
+    "The settings a model replica is given: no API key (the ingress checks it; a replica's init arguments are pickled into the cluster's store)."
+    return replace(s, api_key=None)
+
 def build_app(settings: Settings, # the server's settings: models, Ray options, auth, limits
               replicas: dict|None=None, # {kind: N or "MIN-MAX"} over `ray_replicas`
               loaders: dict|None=None, # {kind: fn(settings) -> model} over the default loaders (must pickle: a module-level function)
+              timeout: float=CALL_TIMEOUT, # seconds a model call may take (a stream: between pieces): a 504, and the replica is replaced
              ):
     "The Ray Serve application: a deployment per configured model, the board, and the ingress."
     from ray import serve
@@ -463,10 +542,11 @@ def build_app(settings: Settings, # the server's settings: models, Ray options, 
         if model_setting(settings, k).strip().lower() in DISABLED_NAMES: continue
         opts = deployment_options(settings, k, (replicas or {}).get(k))
         capacity[k] = most_replicas(opts)*opts["max_ongoing_requests"]
-        models[k] = serve.deployment(ModelReplica).options(**opts).bind(k, settings, board, (loaders or {}).get(k))
+        models[k] = serve.deployment(ModelReplica).options(**opts).bind(k, replica_settings(settings), board, (loaders or {}).get(k),
+                                                                        hung_after=timeout)
     ingress = serve.deployment(serve.ingress()(Ingress)).options(name="ingress", max_ongoing_requests=INGRESS_MAX_ONGOING,
                                                                   ray_actor_options={"num_cpus": 0}, logging_config=QUIET)
-    return ingress.bind(settings, board, capacity, **models)
+    return ingress.bind(settings, board, capacity, **models, timeout=timeout)  # the ingress alone holds the key: it checks it
 
 # %% ../nbs/12_ray_serve.ipynb #5babf40f
 SECRET_FIELDS = ("api_key", "hf_home_source")  # never written into a config file (the second is not a setting)
@@ -506,6 +586,16 @@ SLOW_IMPORTS = {"rfc3987_syntax": "hidden from voice_agent's local Ray cluster: 
 RAY_PORTS = ("port", "dashboard-agent-grpc-port", "dashboard-agent-listen-port", "metrics-export-port",
              "runtime-env-agent-port", "ray-client-server-port", "node-manager-port", "object-manager-port")
 
+TOKEN_FILE = "auth_token"  # the local cluster's token, in its own temp dir: Ray's default, ~/.ray/auth_token, is never read or written
+
+def write_token(folder: str|Path, # the cluster's temp dir
+               ) -> Path: # the new file, readable by this user only
+    "A new token for a cluster (what `ray get-auth-token --generate` makes, but in `folder`)."
+    import secrets
+    p = Path(folder)/TOKEN_FILE
+    with os.fdopen(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f: f.write(secrets.token_hex(32))
+    return p
+
 def free_port() -> int:
     "A TCP port free on the loopback now."
     with socket.socket() as s:
@@ -523,8 +613,10 @@ class LocalCluster:
                  tries: int=5, # starts to try (a loaded machine may miss Ray's own startup deadlines)
                 ):
         self.cpus, self.timeout, self.tries, self.proc, self.address, self.output = cpus, timeout, tries, None, None, []
-        self.temp_dir = tempfile.mkdtemp(prefix="va-ray-")  # its sessions and logs (short: Ray's socket paths must fit)
-        self.env = {**os.environ, **LOCAL_RAY_ENV}
+        self.temp_dir = tempfile.mkdtemp(prefix="va-ray-")  # its sessions, logs and token (short: Ray's socket paths must fit)
+        self.token_path = write_token(self.temp_dir)
+        self.join_env = {**LOCAL_RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(self.token_path)}  # what a process needs to join it
+        self.env = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}, **self.join_env}  # a RAY_AUTH_TOKEN would win
         if importlib.util.find_spec("rfc3987_syntax"):  # see SLOW_IMPORTS
             shim = Path(self.temp_dir)/"shim"; shim.mkdir()
             (shim/"rfc3987_syntax.py").write_text(f"raise ImportError({SLOW_IMPORTS['rfc3987_syntax']!r})\n")
@@ -561,7 +653,7 @@ def _start_once(self: LocalCluster) -> bool:
         while not done.wait(0.5):
             if time.monotonic() > deadline or (why := self.raylet_failed(old)):
                 self.output.append(f"voice_agent: {why or f'not up after {self.timeout:.0f} s'}")
-                self.stop(grace=2); return
+                self.stop(grace=2, remove=False); return
     threading.Thread(target=watch, daemon=True).start()
     try:
         for line in self.proc.stdout:  # `ray start --block` says so once every process is up
@@ -571,7 +663,7 @@ def _start_once(self: LocalCluster) -> bool:
     if ok.is_set():  # keep reading its output, so it never blocks on a full pipe
         threading.Thread(target=lambda: [self.output.append(l.rstrip()) for l in self.proc.stdout], daemon=True).start()
         return True
-    self.stop()
+    self.stop(remove=False)
     return False
 
 @patch
@@ -580,18 +672,26 @@ def start(self: LocalCluster) -> str:
     t0 = time.perf_counter()
     for n in range(1, self.tries + 1):
         if self._start_once():
-            os.environ.update(LOCAL_RAY_ENV)  # this process joins it as the loopback, token-authenticated node it is
-            logger.info(f"Ray: started a local cluster at {self.address} (loopback only) in {time.perf_counter() - t0:.1f}s")
+            os.environ.pop("RAY_AUTH_TOKEN", None)
+            os.environ.update(self.join_env)  # this process joins it as the loopback, token-authenticated node it is
+            logger.info(f"Ray: started a local cluster at {self.address} (loopback only, its token in {self.token_path}) "
+                        f"in {time.perf_counter() - t0:.1f}s")
             return self.address
         logger.warning(f"Ray: the local cluster did not start (try {n} of {self.tries}): {self.output[-1] if self.output else ''}")
         time.sleep(2*n)  # let the machine's load settle
     raise RuntimeError(f"could not start a local Ray cluster in {self.tries} tries; `ray start --head` said: " + "\n".join(self.output[-15:]))
 
 @patch
-def stop(self: LocalCluster, grace: float=5.0): # seconds for Ray's processes to end after SIGTERM, before SIGKILL
-    "Stop every process of the cluster (its session: GCS, raylet, agents, workers): SIGTERM, then SIGKILL."
+def stop(self: LocalCluster, grace: float=5.0, # seconds for Ray's processes to end after SIGTERM, before SIGKILL
+         remove: bool=True, # then remove its temp dir (logs, token); False between tries
+        ):
+    "Stop every process of the cluster (its session: GCS, raylet, agents, workers), then remove its temp dir."
     p = self.proc
-    if p is None: return
+    if p is not None: _end_session(p, grace)
+    if remove: shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+def _end_session(p, grace: float):
+    "SIGTERM, then SIGKILL, to every process in the session `ray start` (`p`) leads."
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         for pid in session_pids(p.pid):
             try: os.kill(pid, sig)
@@ -614,6 +714,30 @@ def session_pids(sid: int) -> list[int]:
         except (OSError, ValueError): continue
     return out
 
+# %% ../nbs/12_ray_serve.ipynb #7a0c1e21
+class TokenRefused(RuntimeError):
+    "The Ray cluster to join wants its authentication token, and this process has none (or not its one)."
+
+def token_refused(e: BaseException, # what `ray.init(address=...)` raised
+                  address: str, # the address it was given
+                 ) -> TokenRefused|None: # None: it failed for another reason
+    "A clear error when joining a cluster failed for want of its token (Ray's own error sits a few causes down)."
+    chain = [e]
+    while (x := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 8: chain.append(x)
+    if not any(type(x).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(x) for x in chain): return None
+    mode = os.environ.get("RAY_AUTH_MODE") or "unset"
+    return TokenRefused(f"the Ray cluster at {address} (RAY_ADDRESS) wants its authentication token, and this process gave "
+        f"none or a wrong one (RAY_AUTH_MODE is {mode}). Set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH to a file holding "
+        "the cluster's token (`ray get-auth-token` on its head node prints it), or RAY_AUTH_TOKEN to the token itself")
+
+def join_ray(address: str): # a GCS address
+    "`ray.init` on `address`, with a `TokenRefused` that says how to give the token a cluster wants."
+    import ray
+    try: ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
+    except Exception as e:
+        if why := token_refused(e, address): raise why from None
+        raise
+
 # %% ../nbs/12_ray_serve.ipynb #a12a2917
 def serve_on_ray(s: Settings, # the server's settings (a profile's models already applied)
                  replicas: dict|None=None, # {kind: N or "MIN-MAX"} over `ray_replicas`
@@ -631,9 +755,9 @@ def serve_on_ray(s: Settings, # the server's settings (a profile's models alread
     try:
         if not s.ray_address: cluster = LocalCluster(reserved_cpus(s, replicas))
         address = cluster.start() if cluster else s.ray_address
+        join_ray(address)
         import ray
         from ray import serve
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
         for sig in previous: signal.signal(sig, on_signal)  # again: Ray's own handler (a stack dump, then abort) replaced ours
         logger.info(f"Ray: {'joined ' if not cluster else ''}cluster at {ray.get_runtime_context().gcs_address}, "
                     f"session {ray._private.worker.global_worker.node.get_session_dir_path()}")
