@@ -293,3 +293,22 @@ def test_a_megabyte_of_text_is_refused_before_the_llm(local):
     assert done["response"]["status"] == "completed"
     assert after["voice_agent_prompt_tokens_total"] - before < 200  # only "Say hello." was read
     assert held < 100_000  # the megabytes were not kept
+
+
+def test_a_draft_whose_turn_never_ends_is_dropped(served, monkeypatch):
+    "The client stops sending audio within the silence: after DRAFT_HOLD_S the held draft is dropped and its LLM call stopped."
+    from voice_agent.server.routers import realtime
+    monkeypatch.setattr(realtime, "DRAFT_HOLD_S", 1.0, raising=False)  # (raising=False: the test also runs against code without it)
+    llm = LongLLM(delay=0.02)  # 200 words: 4 s of LLM
+    srv = served({"llm": llm, "stt": FakeSTT(), "tts": FakeTTS()})
+    slot, q = srv.state.slots["llm"], espeak_24k("Tell me everything you know.")
+    async def go():
+        async with connect(srv.url) as ws:
+            await _draft_held(srv, llm, ws, q)
+            session = next(iter(realtime.live_sessions(srv.state)))
+            held = session.draft is not None
+            await asyncio.sleep(1.5)
+            return held, session.draft, slot.in_flight, llm.tokens
+    held, draft, in_flight, tokens = asyncio.run(go())
+    assert held and draft is None and in_flight == 0, (held, draft, in_flight)
+    assert tokens < 150, tokens  # stopped well before its 200 words

@@ -20,10 +20,10 @@ from ..slots import ModelSlot, ServerState, stream_on_slot
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['RATE', 'DELTA_MS', 'MAX_ITEMS', 'HISTORY_TEXTS', 'MAX_DEPTH', 'ID_CHARS', 'TURN_DEFAULTS', 'TURN_TYPES', 'PCM',
-           'IGNORED_SESSION_FIELDS', 'TRANSCRIPTION_FIELDS', 'SENTENCE_END', 'CLAUSE_CHARS', 'HANDLERS',
-           'CONTENT_TYPES', 'TEXT_FIELDS', 'RESPONSE_FIELDS', 'RETAIN', 'KEY_PROTOCOL', 'router', 'new_id', 'event',
-           'shown', 'ProtocolError', 'error_event', 'check_values', 'parse_event', 'default_session', 'typed',
+__all__ = ['RATE', 'DELTA_MS', 'MAX_ITEMS', 'HISTORY_TEXTS', 'MAX_DEPTH', 'ID_CHARS', 'DRAFT_HOLD_S', 'TURN_DEFAULTS',
+           'TURN_TYPES', 'PCM', 'IGNORED_SESSION_FIELDS', 'TRANSCRIPTION_FIELDS', 'SENTENCE_END', 'CLAUSE_CHARS',
+           'HANDLERS', 'CONTENT_TYPES', 'TEXT_FIELDS', 'RESPONSE_FIELDS', 'RETAIN', 'KEY_PROTOCOL', 'router', 'new_id',
+           'event', 'shown', 'ProtocolError', 'error_event', 'check_values', 'parse_event', 'default_session', 'typed',
            'turn_detection', 'vad_params', 'check_text', 'update_session', 'decode_pcm', 'pcm_deltas', 'to_16k',
            'cut_sentences', 'Reply', 'Speculation', 'spoken_before', 'speculate_after', 'RealtimeSession', 'handles',
            'on_session_update', 'on_clear', 'on_append', 'on_commit', 'item_text', 'check_item', 'on_item_create',
@@ -39,6 +39,7 @@ MAX_ITEMS = 200       # conversation items a session keeps: beyond, the oldest a
 HISTORY_TEXTS = 16    # ... and the conversation's text is kept under this many times MODEL_SERVER_MAX_TEXT_CHARS
 MAX_DEPTH = 16        # how deep a client event may nest (the API's deepest field is 5 levels down)
 ID_CHARS = 64         # the longest id a client may give an item (as OpenAI's)
+DRAFT_HOLD_S = 10.0   # a drafted reply whose turn has not ended this long after (the client stopped sending audio) is dropped
 
 def new_id(prefix: str) -> str: return f"{prefix}_{secrets.token_hex(8)}"
 
@@ -523,7 +524,15 @@ async def speculative_transcript(self: RealtimeSession, pcm: np.ndarray, end_ms:
         r = self.new_reply({})
         r.marks.update(end=self.spec.ended, heard=time.monotonic())
         self.draft = Speculation(end_ms, asyncio.ensure_future(self.respond({}, r, text)), self.spec.ended, r)
+        asyncio.get_running_loop().call_later(DRAFT_HOLD_S, self.drop_stale, self.draft)
     return text
+
+@patch
+def drop_stale(self: RealtimeSession, draft: Speculation):
+    "Drop `draft` if it is still held: its turn never ended (the client stopped sending audio)."
+    if self.draft is draft:
+        logger.debug(f"realtime: a draft held for {DRAFT_HOLD_S:g} s without its turn ending was dropped")
+        self.drop_speculation()
 
 @patch
 async def transcribe(self: RealtimeSession, pcm: np.ndarray) -> str:
