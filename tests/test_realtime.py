@@ -115,12 +115,14 @@ def test_bad_events_get_errors_and_the_session_goes_on(server):
             big = base64.b64encode(np.zeros(31*RATE, "<i2").tobytes()).decode()  # 31 s, over the 30 s the server allows
             msg = (await expect_error(json.dumps({"type": "input_audio_buffer.append", "audio": big}))).message
             assert "MODEL_SERVER_REALTIME_MAX_BUFFER_SECONDS" in msg
+            voice = await expect_error(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": "no-such-voice"}}}}))
+            assert voice.param == "session.audio.output.voice" and "has the voices" in voice.message, voice  # as /v1/audio/speech says
             await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]})
             await conn.response.create(response={"output_modalities": ["text"]})
             done = (await events_until(conn, "response.done", 60))[-1][1]
             return codes, done
     codes, done = run(go())
-    assert codes == ["invalid_json", "unknown_event_type", "invalid_audio", "input_audio_buffer_full"], codes
+    assert codes == ["invalid_json", "unknown_event_type", "invalid_audio", "input_audio_buffer_full", "invalid_value"], codes
     assert done.response.status == "completed" and done.response.output[0].content[0].text.strip()
     alive(url, http, proc)
 
