@@ -96,6 +96,7 @@ def create_app(settings: Settings|None=None, # default: `get_settings()`, the en
         yield
         st.shutdown()
 
+    realtime.watch_memory(st)  # /metrics shows what sessions and the prompt cache hold from the start
     return assemble(st, *ROUTERS, lifespan=lifespan)
 
 # %% ../../nbs/09l_server_app.ipynb #efbb0bc5
