@@ -13,7 +13,7 @@ import httpx, numpy as np, pytest, soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_server_socket import speak  # noqa: E402
 
-openai = pytest.importorskip("openai", reason="the openai SDK is in the test extras: pip install -e '.[test]'")
+openai = pytest.importorskip("openai", reason="the openai SDK is in the dev extras: pip install -e '.[dev]'")
 
 REPLY = ("The weather will be sunny tomorrow morning. Please call me back after the meeting. "
          "My train leaves at seven in the evening. We need two more chairs for the dinner party.")

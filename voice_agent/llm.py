@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_llm.ipynb #77b369c6
 from __future__ import annotations
-import json, os, re, threading, uuid
+import functools, json, os, re, threading, uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +15,16 @@ from .loading import LoadedModel, Strategy, one_line
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['MAX_NEW_TOKENS_LIMIT', 'GREEDY_BELOW', 'TOOL_OPEN', 'TOOL_CLOSE', 'TOOLS_PROMPT', 'cuda_skip_reason',
+__all__ = ['MAX_NEW_TOKENS_LIMIT', 'GREEDY_BELOW', 'TOOL_OPEN', 'TOOL_CLOSE', 'PATTERN_TIMEOUT', 'PATTERN_MAX_REPEAT',
+           'SCHEMA_MAX_DEPTH', 'TOOLS_PROMPT', 'GRAMMAR_MAX_REPEAT', 'GRAMMAR_REPEAT_BUDGET', 'cuda_skip_reason',
            'bnb_skip_reason', 'stop_list', 'generation_kwargs', 'gguf_file', 'llama_cpp_skip_reason', 'NotOnGPU',
            'placement', 'placement_text', 'require_gpu_only', 'ToolCall', 'tool_names', 'tool_choice_mode',
-           'schema_error', 'parse_tool_call', 'ToolCallScanner', 'tool_stream', 'split_tool_calls', 'has_tool_turns',
-           'template_tool_messages', 'generic_tool_messages', 'call_schema', 'ToolPlan', 'Reply', 'build_messages',
-           'common_prefix', 'PromptCache', 'llama_state', 'set_llama_state', 'switch_conversation', 'OpenSourceLLM',
-           'llama_chat_formatter', 'prompt_text', 'template_traits', 'tool_plan', 'with_calls', 'context_size',
-           'cut_at_stop', 'llama_options', 'with_system_prompt', 'chat', 'generate_reply', 'StopCutter']
+           'schema_validator', 'schema_error', 'check_tool_schemas', 'parse_tool_call', 'ToolCallScanner',
+           'tool_stream', 'split_tool_calls', 'has_tool_turns', 'template_tool_messages', 'generic_tool_messages',
+           'call_schema', 'ToolPlan', 'grammar_schema', 'Reply', 'build_messages', 'common_prefix', 'PromptCache',
+           'llama_state', 'set_llama_state', 'switch_conversation', 'OpenSourceLLM', 'llama_chat_formatter',
+           'prompt_text', 'template_traits', 'tool_plan', 'tool_grammar', 'with_calls', 'context_size', 'cut_at_stop',
+           'llama_options', 'with_system_prompt', 'chat', 'generate_reply', 'StopCutter']
 
 # %% ../nbs/06a_llm.ipynb #c7b9ccf7
 def cuda_skip_reason(device: str, # the device asked for: "cpu" rules CUDA out
@@ -161,40 +163,109 @@ def tool_choice_mode(tool_choice, # "auto", "none", "required", a function's nam
     return "named", tool_choice
 
 # %% ../nbs/06a_llm.ipynb #d9d57212
-_JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+PATTERN_TIMEOUT = 0.25  # seconds one `pattern` may take on one value: regexes backtrack, and (a|aa)+$ on 60 characters takes hours
+PATTERN_MAX_REPEAT = 10_000  # copies a pattern's {m,n} may expand to: the `regex` package expands them as it compiles (^(a{1000}){1000}$: 265 MB)
+_QUANTIFIER = re.compile(r"\{(\d+)(?:,(\d*))?\}")
 
-def _is_type(v, t: str) -> bool:
-    if t == "integer": return isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer()
-    if t == "number": return isinstance(v, (int, float)) and not isinstance(v, bool)
-    return isinstance(v, _JSON_TYPES.get(t, object))
+def _pattern_repeats(p: str) -> int:
+    "How many copies a pattern's `{m,n}` quantifiers can expand to (multiplied: they may nest)."
+    n = 1
+    for m in _QUANTIFIER.finditer(p): n *= max(int(m.group(1)), int(m.group(2) or 0), 1)
+    return n
+
+def _search(pattern: str, text: str) -> bool|None:
+    "Whether `pattern` matches in `text`; None when undecided: over `PATTERN_TIMEOUT` (the `regex` package's timeout) or `PATTERN_MAX_REPEAT`."
+    if _pattern_repeats(pattern) > PATTERN_MAX_REPEAT: return None
+    try: import regex
+    except ImportError: return re.search(pattern, text) is not None
+    try: return regex.search(pattern, text, timeout=PATTERN_TIMEOUT) is not None
+    except TimeoutError: return None
+
+def _pattern(validator, patrn, instance, schema):
+    "jsonschema's `pattern` keyword, under a time limit."
+    from jsonschema import ValidationError
+    if validator.is_type(instance, "string") and not (hit := _search(patrn, instance)):
+        yield ValidationError(f"{instance[:80]!r} does not match {patrn!r}" if hit is False else
+                              f"{patrn[:80]!r} could not be matched against {instance[:40]!r} (over {PATTERN_TIMEOUT} s, or {PATTERN_MAX_REPEAT:,} repeats)")
+
+def _pattern_properties(validator, props, instance, schema):
+    "jsonschema's `patternProperties` keyword, under a time limit."
+    if not validator.is_type(instance, "object"): return
+    for p, sub in props.items():
+        for k, v in instance.items():
+            if _search(p, k): yield from validator.descend(v, sub, path=k, schema_path=p)
+
+@functools.lru_cache(maxsize=8)
+def _timed(base):
+    "The jsonschema validator class `base`, with the regex keywords under a time limit."
+    from jsonschema import validators
+    return validators.extend(base, {"pattern": _pattern, "patternProperties": _pattern_properties})
+
+def schema_validator(schema: dict): # a JSON Schema
+    "A jsonschema validator for `schema` (the draft its `$schema` names, else 2020-12) that checks `format` and times `pattern`."
+    from jsonschema import FormatChecker, validators
+    return _timed(validators.validator_for(schema, default=validators.Draft202012Validator))(schema, format_checker=FormatChecker())
+
+def _said(err) -> tuple[str, str]:
+    "A jsonschema error as (the place below its path, the message): a missing or unknown parameter is named, with the parameters there are."
+    v, inst = err.validator, err.instance
+    if v == "required" and isinstance(inst, dict) and (miss := [k for k in err.validator_value if k not in inst]): return f".{miss[0]}", "is required"
+    if v == "additionalProperties" and err.validator_value is False and isinstance(inst, dict):
+        props = err.schema.get("properties") or {}
+        if extra := [k for k in inst if k not in props]: return f".{extra[0]}", f"is not a parameter (there are: {', '.join(props) or 'none'})"
+    return "", f": {err.message[:300]}"
 
 def schema_error(value, # a parsed JSON value
                  schema: dict|None, # its JSON schema (a function's `parameters`)
                  where: str="arguments", # the value's place, for the message
                 ) -> str|None: # what is wrong, or None
-    "Check `value` against the JSON-schema keywords function tools use: type, properties, required, additionalProperties, enum, const, items, anyOf/oneOf."
+    "Check `value` against `schema` with jsonschema: the most relevant error, with its place, or None."
     if not isinstance(schema, dict) or not schema: return None
-    if alts := schema.get("anyOf") or schema.get("oneOf"):
-        errs = [schema_error(value, s, where) for s in alts]
-        if all(errs): return errs[0]
-    if "const" in schema and value != schema["const"]: return f"{where} must be {json.dumps(schema['const'])}"
-    if "enum" in schema and value not in schema["enum"]:
-        return f"{where} must be one of {', '.join(json.dumps(e) for e in schema['enum'])}, not {json.dumps(value)}"
-    types = schema.get("type")
-    types = [types] if isinstance(types, str) else types or []
-    if types and not any(_is_type(value, t) for t in types):
-        return f"{where} must be {' or '.join(types)}, not {json.dumps(value)}"
-    if isinstance(value, dict):
-        props = schema.get("properties") or {}
-        if missing := [k for k in schema.get("required") or [] if k not in value]: return f"{where}.{missing[0]} is required"
-        if schema.get("additionalProperties") is False and (extra := [k for k in value if k not in props]):
-            return f"{where}.{extra[0]} is not a parameter (there are: {', '.join(props) or 'none'})"
-        for k, v in value.items():
-            if k in props and (e := schema_error(v, props[k], f"{where}.{k}")): return e
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for i, v in enumerate(value):
-            if e := schema_error(v, schema["items"], f"{where}[{i}]"): return e
-    return None
+    from jsonschema.exceptions import best_match
+    try: err = best_match(schema_validator(schema).iter_errors(value))
+    except RecursionError: return f"{where} could not be checked: a \"$ref\" of its schema leads back to itself"
+    if err is None: return None
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+    below, said = _said(err)
+    return f"{where}{path}{below}{' ' if below else ''}{said}"
+
+# %% ../nbs/06a_llm.ipynb #6345a300
+SCHEMA_MAX_DEPTH = 64  # JSON levels a tool's `parameters` may nest (a pydantic model in a list of models takes about 4 a level)
+
+def _shape(value) -> tuple[int, list[str], list[str]]:
+    "How deep a JSON schema nests, its `$ref`s and its patterns (`pattern`, `patternProperties`' keys), walked without recursion."
+    depth, refs, pats, todo = 0, [], [], [(value, 1)]
+    while todo:
+        v, d = todo.pop(); depth = max(depth, d)
+        if isinstance(v, dict):
+            if isinstance(v.get("$ref"), str): refs.append(v["$ref"])
+            if isinstance(v.get("pattern"), str): pats.append(v["pattern"])
+            if isinstance(v.get("patternProperties"), dict): pats += list(v["patternProperties"])
+            todo += [(x, d + 1) for x in v.values()]
+        elif isinstance(v, list): todo += [(x, d + 1) for x in v]
+    return depth, refs, pats
+
+def check_tool_schemas(tools: list[dict]|None): # OpenAI-style function tools
+    "Refuse, with a `ValueError` naming the tool, `parameters` that can't be checked: not a valid JSON Schema, too deep, a `$ref` outside it or in a loop, a pattern that expands too much."
+    from jsonschema.exceptions import SchemaError
+    for i, t in enumerate(tools or []):
+        f = t.get("function") or {}
+        if (p := f.get("parameters")) is None: continue
+        where = f"tools[{i}].function.parameters ({f.get('name')})"
+        if not isinstance(p, dict): raise ValueError(f"{where} must be a JSON Schema object, not {type(p).__name__}")
+        depth, refs, pats = _shape(p)
+        if depth > SCHEMA_MAX_DEPTH: raise ValueError(f"{where} nests {depth} levels deep, over the limit of {SCHEMA_MAX_DEPTH}: flatten it")
+        if bad := [r for r in refs if not r.startswith("#")]:
+            raise ValueError(f'{where} has "$ref": {bad[0][:80]!r}: only references inside the schema ("#/$defs/...") are followed, nothing is fetched')
+        if big := [x for x in pats if _pattern_repeats(x) > PATTERN_MAX_REPEAT]:
+            raise ValueError(f"{where} has the pattern {big[0][:60]!r}, whose {{m,n}} repeat {_pattern_repeats(big[0]):,} times once expanded, "
+                             f"over the limit of {PATTERN_MAX_REPEAT:,}: bound the text with maxLength instead")
+        v = schema_validator(p)
+        try: type(v).check_schema(p)
+        except SchemaError as e:
+            raise ValueError(f"{where} is not a valid JSON Schema: {e.message[:200]} (at {'/'.join(map(str, e.absolute_path)) or 'its top'})") from None
+        try: list(v.iter_errors({}))
+        except RecursionError: raise ValueError(f'{where} has a "$ref" that leads back to itself') from None
 
 # %% ../nbs/06a_llm.ipynb #7d7f4078
 def parse_tool_call(body: str, # the JSON between <tool_call> and </tool_call>: {"name": ..., "arguments": {...}}
@@ -204,12 +275,14 @@ def parse_tool_call(body: str, # the JSON between <tool_call> and </tool_call>: 
     text = body.strip()
     try: obj = json.loads(text)
     except json.JSONDecodeError as e: return ToolCall(_name_in(text), text, f"the call is not valid JSON ({e.msg} at character {e.pos})")
+    except RecursionError: return ToolCall(_name_in(text), text, "the call is JSON nested too deeply to read")
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
         return ToolCall("", text, 'the call is not a JSON object with a "name" and "arguments"')
     name, args = obj["name"], obj.get("arguments", obj.get("parameters", {}))
     if isinstance(args, str):  # some models write the arguments as a JSON string, as OpenAI sends them
         try: args = json.loads(args)
         except json.JSONDecodeError as e: return ToolCall(name, args, f"the arguments are not valid JSON ({e.msg})")
+        except RecursionError: return ToolCall(name, args, "the arguments are JSON nested too deeply to read")
     args_text = json.dumps(args, ensure_ascii=False)
     funcs = {t["function"]["name"]: t["function"] for t in tools}
     if name not in funcs: return ToolCall(name, args_text, f"there is no function {name!r} (the tools are: {', '.join(funcs)})")
@@ -311,7 +384,7 @@ def _arguments(a):
     "Arguments as a chat template renders them: a JSON object (OpenAI sends a string of JSON)."
     if not isinstance(a, str): return a
     try: return json.loads(a)
-    except json.JSONDecodeError: return a
+    except (json.JSONDecodeError, RecursionError): return a  # not JSON (or nested past Python's recursion limit): shown as sent
 
 def has_tool_turns(messages: list[dict]) -> bool:
     "Whether a conversation holds tool calls or tool results."
@@ -355,12 +428,19 @@ def generic_tool_messages(messages: list[dict], # the conversation, OpenAI-style
         else: out.insert(0, {"role": "system", "content": desc})
     return out
 
+def _rebase(s, base: str):
+    "`s` with its local `$ref`s (`#...`) pointing below `base`, a JSON pointer: for a schema placed inside another."
+    if isinstance(s, list): return [_rebase(x, base) for x in s]
+    if not isinstance(s, dict): return s
+    return {k: base + v[1:] if k == "$ref" and isinstance(v, str) and v.startswith("#") else _rebase(v, base) for k, v in s.items()}
+
 def call_schema(tools: list[dict]) -> dict:
-    "The JSON schema of one call of any of `tools`: `{\"name\": <one of them>, \"arguments\": <its parameters>}` (for a grammar)."
-    one = lambda f: {"type": "object", "properties": {"name": {"const": f["name"]}, "arguments": f.get("parameters") or {"type": "object"}},
-                     "required": ["name", "arguments"], "additionalProperties": False}
-    alts = [one(t["function"]) for t in tools]
-    return alts[0] if len(alts) == 1 else {"anyOf": alts}
+    "The JSON schema of one call of any of `tools` (for a grammar): `{\"name\": <one of them>, \"arguments\": <its parameters>}`, the parameters in `$defs` (their `$ref`s rebased)."
+    defs = {f"tool{i}": _rebase(t["function"].get("parameters") or {"type": "object"}, f"#/$defs/tool{i}") for i, t in enumerate(tools)}
+    one = lambda i, f: {"type": "object", "properties": {"name": {"const": f["name"]}, "arguments": {"$ref": f"#/$defs/tool{i}"}},
+                        "required": ["name", "arguments"], "additionalProperties": False}
+    alts = [one(i, t["function"]) for i, t in enumerate(tools)]
+    return {**(alts[0] if len(alts) == 1 else {"anyOf": alts}), "$defs": defs}
 
 @dataclass
 class ToolPlan:
@@ -371,7 +451,31 @@ class ToolPlan:
     parse: bool                 # whether to take calls out of the reply (not for tool_choice "none")
     parallel: bool = True       # parallel_tool_calls
     prefix: str = ""            # the start of the reply, forced by putting it at the end of the prompt
-    grammar: dict|None = None   # a JSON schema the rest of the reply must follow (llama.cpp)
+    grammar: str|None = None    # a llama.cpp grammar (GBNF) the rest of the reply must follow (`tool_grammar`)
+
+# %% ../nbs/06a_llm.ipynb #5168ee01
+GRAMMAR_MAX_REPEAT = 256  # the largest repetition put in a llama.cpp grammar (1,000 parsed on a model thread; 1,500 overflowed its stack)
+GRAMMAR_REPEAT_BUDGET = 4096  # repetitions one grammar may hold in all
+_REPEATS = ("minLength", "maxLength", "minItems", "maxItems")
+
+def grammar_schema(schema: dict, # a JSON schema (`call_schema` of the forced tools)
+                  ) -> tuple[dict, list[str]]: # the bounded copy, and what was left out of it
+    "A copy of `schema` whose grammar has a bounded size and depth; what is left out is checked after generation."
+    left, dropped = [GRAMMAR_REPEAT_BUDGET], []
+    def walk(s, where: str):
+        if isinstance(s, list): return [walk(x, where) for x in s]
+        if not isinstance(s, dict): return s
+        out = {}
+        for k, v in s.items():
+            n = v if k in _REPEATS and isinstance(v, int) and not isinstance(v, bool) else \
+                _pattern_repeats(v) if k == "pattern" and isinstance(v, str) else None
+            if n is not None:
+                if n > min(GRAMMAR_MAX_REPEAT, left[0]) or k == "pattern" and not (v.startswith("^") and v.endswith("$") and len(v) <= 256):
+                    dropped.append(f"{where}{k}={str(v)[:40]}"); continue
+                left[0] -= n
+            out[k] = v if k in ("enum", "const", "default", "examples") else walk(v, f"{where}{k}.")
+        return out
+    return walk(schema, ""), dropped
 
 # %% ../nbs/06a_llm.ipynb #d3bb51fa
 @dataclass
@@ -617,6 +721,7 @@ def tool_plan(self: OpenSourceLLM, messages: list[dict], # the conversation (Ope
     "How this model serves a request's tools: its template or the generic format; `required`/named forced by a grammar or a prefix."
     mode, name = tool_choice_mode(tool_choice, tools)
     if not tools and not has_tool_turns(messages): return None
+    check_tool_schemas(tools)
     tools = list(tools or [])
     shown = tools if mode != "none" else None
     traits = template_traits(self)
@@ -626,9 +731,25 @@ def tool_plan(self: OpenSourceLLM, messages: list[dict], # the conversation (Ope
     if mode in ("required", "named"):
         forced = [t for t in tools if mode == "required" or t["function"]["name"] == name]
         plan.prefix = TOOL_OPEN + "\n"
-        if self.engine == "llama.cpp": plan.grammar = call_schema(forced)  # the call is then valid by construction
-        else: plan.prefix += '{"name": ' + (json.dumps(name) + ', "arguments": ' if mode == "named" else '"')
+        if self.engine == "llama.cpp": plan.grammar = tool_grammar(self, call_schema(forced))  # the call is then valid by construction
+        if plan.grammar is None: plan.prefix += '{"name": ' + (json.dumps(name) + ', "arguments": ' if mode == "named" else '"')
     return plan
+
+def tool_grammar(self: OpenSourceLLM, schema: dict, # `call_schema` of the forced tools
+                ) -> str|None: # GBNF text, or None when llama.cpp can't take it (then a prefix forces the call, checked after)
+    "The llama.cpp grammar of `schema`'s bounded copy (`grammar_schema`), tried on llama.cpp's own parser first."
+    from llama_cpp import llama_cpp as C
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    bounded, dropped = grammar_schema(schema)
+    if dropped: logger.info(f"too large for a grammar, checked after the call is written: {', '.join(dropped[:5])}")
+    try: gbnf = json_schema_to_gbnf(json.dumps(bounded))
+    except Exception as e:
+        logger.warning(f"the tools' schemas make no llama.cpp grammar ({one_line(e)}): the call is forced by its start, and checked after"); return None
+    s = C.llama_sampler_init_grammar(self.model._model.vocab, gbnf.encode("utf-8"), b"root")  # llama-cpp-python adds a grammar
+    if not s:  # without this check: one llama.cpp refuses (left recursion, a $ref loop) is a NULL sampler, and a crash
+        logger.warning("llama.cpp refused the tools' grammar: the call is forced by its start, and checked after"); return None
+    C.llama_sampler_free(s)
+    return gbnf
 
 def with_calls(reply: Reply, # a finished reply (its text as generated)
                plan: ToolPlan|None, # the request's tool plan
@@ -699,7 +820,7 @@ def _llama_generate(self: OpenSourceLLM, messages: list[dict], kw: dict, usage: 
         usage["completion_tokens"] = len(ids) - len(prompt) + 1; return False
     from llama_cpp import LlamaGrammar, StoppingCriteriaList
     opts["stop"] = f.stop + opts["stop"]  # the template's end of turn, and the caller's stop strings (llama.cpp cuts them)
-    if plan and plan.grammar: opts["grammar"] = LlamaGrammar.from_json_schema(json.dumps(plan.grammar), verbose=False)
+    if plan and plan.grammar: opts["grammar"] = LlamaGrammar.from_string(plan.grammar, verbose=False)
     it = self.model.create_completion(prompt, stream=True, stopping_criteria=StoppingCriteriaList([count]), **opts)
     try:
         for chunk in it:

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/09a_server_errors.ipynb #7509a683
 from __future__ import annotations
+import re, sys
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Form
@@ -16,7 +17,7 @@ from ..schemas import ErrorResponse, describe_validation_errors
 # %% auto #0
 __all__ = ['REFUSAL', 'ERROR_DESCRIPTIONS', 'SSE_EVENT_SCHEMA', 'ApiError', 'error_response', 'ClientGone', 'BodyRefused',
            'body_kind', 'upload_fields', 'error_responses', 'drop_validation_422', 'allowed_methods',
-           'install_error_handlers']
+           'install_error_handlers', 'lone_surrogate', 'check_unicode']
 
 # %% ../../nbs/09a_server_errors.ipynb #173d9e8f
 class ApiError(Exception):
@@ -143,9 +144,39 @@ def install_error_handlers(app: FastAPI):
             allow = allowed_methods(request)
             return error_response(405, f"{request.method} is not allowed on {request.url.path}: use {', '.join(allow)}",
                                   code="method_not_allowed", headers={**(e.headers or {}), "Allow": ", ".join(allow)})
+        if e.status_code == 400 and isinstance(e.__cause__, RecursionError):  # FastAPI's "error parsing the body", from json.loads
+            return error_response(400, f"the JSON body nests deeper than this server reads (about {sys.getrecursionlimit()} levels of "
+                                  "arrays and objects): flatten it", code="json_too_deep")
         return error_response(e.status_code, str(e.detail), code="http_error", headers=e.headers)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, e: Exception):
         logger.exception(f"unexpected error on {request.method} {request.url.path}")
         return error_response(500, f"internal error: {one_line(e)}", "server_error", "internal_error")
+
+# %% ../../nbs/09a_server_errors.ipynb #80267d1f
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+def lone_surrogate(value, # a parsed JSON value
+                   where: str="", # its place, for the path
+                  ) -> str|None: # the path of the first string (or key) holding a lone surrogate, or None
+    "Where a JSON value holds a lone UTF-16 surrogate (walked without recursion)."
+    todo = [(value, where)]
+    while todo:
+        v, w = todo.pop(0)
+        if isinstance(v, str) and _SURROGATE.search(v): return w
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if isinstance(k, str) and _SURROGATE.search(k): return f"{w}.{k!r}" if w else repr(k)
+                todo.append((x, f"{w}.{k}" if w else str(k)))
+        elif isinstance(v, list): todo += [(x, f"{w}[{i}]") for i, x in enumerate(v)]
+    return None
+
+def check_unicode(value, # a request's parsed body (e.g. `req.model_dump()`)
+                  where: str="", # its place
+                 ):
+    "A 400 naming the field whose text holds a lone UTF-16 surrogate."
+    if (w := lone_surrogate(value, where)) is not None:
+        raise ApiError(400, f"{w or 'the body'} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair): no text "
+                       "encoding carries it. Send valid Unicode (an emoji as its pair of escapes, \\ud83d\\ude00, or as UTF-8)",
+                       code="invalid_text", param=w or None)

@@ -298,6 +298,9 @@ def model_error(label: str, # the model's label: "LLM", "STT" or "TTS"
                ) -> ApiError: # an `ApiError` as it is; 400 for bad input (a `ValueError`); else 500
     "The HTTP error for a model's exception, as `call_model` maps it."
     if isinstance(e, ApiError): return e
+    if isinstance(e, UnicodeEncodeError):  # text with a lone surrogate ("\ud800" in JSON) that a route did not check
+        return ApiError(400, f"{label}: the request's text holds a lone UTF-16 surrogate ({e.object[e.start:e.end]!r}) that no text "
+                        "encoding carries: send valid Unicode", code="invalid_text")
     if isinstance(e, ValueError): return ApiError(400, f"{label}: {e}", code="invalid_value")
     return ApiError(500, f"the {label} model failed: {one_line(e)}", "server_error", "model_error")
 

@@ -12,7 +12,7 @@ from ...schemas import (SPEECH_FORMATS, TIMESTAMP_GRANULARITIES, TRANSCRIPTION_F
 from ...stt import subtitles
 from ..audio_io import SPEECH_RATE, audio_responses, decode_upload, read_upload
 from ..deps import STT, TTS, ClientLeft, LimitedRoute, Server, access
-from ..errors import SSE_EVENT_SCHEMA, ApiError, error_responses
+from ..errors import SSE_EVENT_SCHEMA, ApiError, check_unicode, error_responses
 from ..generation import check_text
 from ..slots import ModelSlot, call_model, resolve_model
 from ..speech import stream_speech
@@ -99,6 +99,6 @@ SPEECH_DOC[200]["content"]["text/event-stream"] = {"schema": SSE_EVENT_SCHEMA}
 async def speech(req: SpeechRequest, st: Server, slot: TTS, left: ClientLeft) -> Response:
     "OpenAI speech: `{model, input, voice, response_format, speed, stream_format}` -> audio (wav, pcm, flac, mp3 or opus), streamed."
     resolve_model(st, "tts", req.model)
-    check_text(len(req.input), st.settings, "input")
+    check_text(len(req.input), st.settings, "input"); check_unicode(req.model_dump(exclude_none=True))
     return await stream_speech(slot, req.input, req.tts_options(), req.response_format, SPEECH_RATE,
                                sse=req.stream_format == "sse", client_left=left, on_audio=st.metrics.audio_out.inc)

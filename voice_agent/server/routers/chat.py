@@ -8,18 +8,18 @@ import json, threading, time
 from fastapi import APIRouter, Security
 from fastapi.responses import StreamingResponse
 from ...config import logger
-from ...llm import ToolCall
+from ...llm import ToolCall, check_tool_schemas
 from ...loading import one_line
 from ...schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice,
     Delta, FunctionDelta, MessageToolCall, ModelCard, ModelList, ToolCallDelta, Usage, completion_id)
 from ..deps import LLM, ClientLeft, LimitedRoute, Server, access
-from ..errors import SSE_EVENT_SCHEMA, ApiError, error_responses
+from ..errors import SSE_EVENT_SCHEMA, ApiError, check_unicode, error_responses
 from ..generation import StopCutter, check_text, cut_at_stop, llm_options
 from ..slots import ModelSlot, ServerState, call_model, model_error, model_names, primed, resolve_model, stream_on_slot
 
 # %% auto #0
 __all__ = ['router', 'SSE_HEADERS', 'STREAM_DOC', 'model_cards', 'list_models', 'get_model', 'sse', 'refused_call_text',
-           'call_deltas', 'stream_chat_events', 'reply_message', 'chat_completions']
+           'call_deltas', 'stream_chat_events', 'reply_message', 'check_chat', 'chat_completions']
 
 # %% ../../../nbs/09j_server_chat.ipynb #517522df
 router = APIRouter(tags=["openai"], route_class=LimitedRoute, dependencies=[Security(access)],
@@ -123,10 +123,19 @@ def reply_message(reply, # the LLM's `Reply` (text, tool_calls)
     return AssistantMessage(content=content or None, tool_calls=[MessageToolCall(id=c.id, function={"name": c.name, "arguments": c.arguments})
                                                                 for c in ok]), "tool_calls"
 
+def check_chat(req: ChatCompletionRequest, # the request
+               st: ServerState, # for `max_text_chars`
+              ):
+    "What is checked before a chat takes the LLM's turn: the text's size, its Unicode, the tools' schemas (each a 400 naming the field)."
+    check_text(req.text_chars(), st.settings, "conversation")
+    check_unicode(req.model_dump(exclude_none=True))
+    try: check_tool_schemas(req.tool_dicts())
+    except ValueError as e: raise ApiError(400, str(e), code="invalid_value", param="tools") from None
+
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses={200: STREAM_DOC, **error_responses(404)})
 async def chat_completions(req: ChatCompletionRequest, st: Server, llm: LLM, left: ClientLeft):
     "OpenAI chat completions, whole or streamed (`stream: true`, server-sent events ending with `data: [DONE]`), with tool calls."
-    check_text(req.text_chars(), st.settings, "conversation")
+    check_chat(req, st)
     name = resolve_model(st, "llm", req.model)
     if req.stream: return await stream_chat_events(st, llm, req, left, name)
     reply = await call_model(llm, "chat", req.model_messages(), client_left=left, **llm_options(req.options()), **req.tool_options())
