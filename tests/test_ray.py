@@ -61,6 +61,7 @@ def cluster(tmp_path_factory):
     yield c
     if ray.is_initialized(): ray.shutdown()
     if proc.poll() is None: proc.send_signal(signal.SIGTERM); proc.wait(180)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)  # its file is gone with the cluster
 
 
 def llm_health(c) -> dict: return get(c.url, "/health").json()["models"]["llm"]

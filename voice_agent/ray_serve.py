@@ -328,6 +328,11 @@ class RemoteModel:
     def _pause(self, n: int) -> float: return 0.2*(n + 1)  # seconds before try n+1, so Serve's router learns of a dead replica
 
 # %% ../nbs/12_ray_serve.ipynb #9d5fd5af
+def _drop(task: asyncio.Future, resp):
+    "Cancel a call and the task awaiting it, whose end (Serve's `RequestCancelledError`) nobody reads."
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    task.cancel(); resp.cancel()
+
 @patch
 async def acall(self: RemoteModel, method: str, # one of `AWAITED`
                 *args, **kw):
@@ -336,8 +341,8 @@ async def acall(self: RemoteModel, method: str, # one of `AWAITED`
         resp = getattr(self.handle, method).remote(*args, **kw)
         task = asyncio.ensure_future(resp)
         try: done, _ = await asyncio.wait({task}, timeout=self.timeout)
-        except asyncio.CancelledError: task.cancel(); resp.cancel(); raise  # the client left: Serve drops the call if it has not started
-        if not done: task.cancel(); resp.cancel(); raise self._late(method)
+        except asyncio.CancelledError: _drop(task, resp); raise  # the client left: Serve drops the call if it has not started
+        if not done: _drop(task, resp); raise self._late(method)
         try: return task.result()
         except Exception as e:
             if final := self._final(method, e, n): raise final from None
