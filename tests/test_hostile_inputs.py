@@ -44,10 +44,11 @@ def server(local_server):
 
 
 @pytest.fixture(autouse=True)
-def alive_after(server):
-    "Every attack leaves the server alive and answering."
+def alive_after(request):
+    "Every attack on the local server leaves it alive and answering."
     yield
-    s, http = server
+    if "server" not in request.fixturenames: return
+    s, http = request.getfixturevalue("server")
     assert s.proc.poll() is None, f"the server died (exit {s.proc.returncode}):\n{s.log.read_text()[-3000:]}"
     assert http.get("/health/live").status_code == 200
 
@@ -179,3 +180,34 @@ def test_lone_surrogates_are_400(server, path, body, where):
     e = r.json()["error"]
     assert e["code"] == "invalid_text" and "lone UTF-16 surrogate" in e["message"], e
     if where: assert e["param"] == where and e["message"].startswith(where), e
+
+
+def test_decodes_are_admitted_like_model_work(monkeypatch):
+    "Uploads beyond `DECODES_AT_ONCE` running and `max_queue` waiting get a 503 (a decoder that takes 1 s, served by uvicorn)."
+    import threading, time, uvicorn
+    from test_server_socket import free_port
+    from voice_agent.config import Settings
+    from voice_agent.server import audio_io
+    from voice_agent.server.app import create_app
+    from voice_agent.server.fakes import fakes, tone_wav
+    real = audio_io.decode_mono
+    def slow(*a, **kw): time.sleep(1.0); return real(*a, **kw)
+    monkeypatch.setattr(audio_io, "decode_mono", slow)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(Settings(host="127.0.0.1", port=port, max_queue=1), models=fakes()),
+                                        host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True); th.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not srv.started: assert th.is_alive() and time.monotonic() < deadline; time.sleep(0.02)
+        post = lambda _: httpx.post(f"http://127.0.0.1:{port}/v1/audio/transcriptions", timeout=60,
+                                    files={"file": ("a.wav", tone_wav(1.0), "audio/wav")})
+        with cf.ThreadPoolExecutor(5) as ex: rs = list(ex.map(post, range(5)))
+    finally:
+        srv.should_exit = True; th.join(10)
+    codes = sorted((r.status_code, r.json().get("error", {}).get("code") if r.status_code != 200 else None) for r in rs)
+    print(f"\n[decode gate] 5 uploads at once, {audio_io.DECODES_AT_ONCE} decoding and 1 waiting at most: {codes}")
+    refused = [r for r in rs if r.status_code == 503 and r.json()["error"]["code"] == "decode_queue_full"]
+    assert len(refused) == 5 - audio_io.DECODES_AT_ONCE - 1, codes
+    assert refused[0].headers["retry-after"] == "1" and "MODEL_SERVER_MAX_QUEUE=1" in refused[0].json()["error"]["message"]
+    assert all(r.status_code in (200, 503) for r in rs), codes
