@@ -5,7 +5,7 @@
 # %% ../nbs/00_config.ipynb #f1101e33
 from __future__ import annotations
 import logging, os, tempfile
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, field
 from pathlib import Path
 from typing import Mapping
 from fastcore.basics import patch
@@ -80,7 +80,7 @@ class Settings:
     hub_probe_timeout: float = 2.0              # MODEL_SERVER_HUB_TIMEOUT: seconds to ask the Hub whether a model exists
     host: str = "127.0.0.1"                     # MODEL_SERVER_HOST
     port: int = 8000                            # MODEL_SERVER_PORT
-    api_key: str|None = None                    # MODEL_SERVER_API_KEY, or MODEL_SERVER_API_KEY_FILE naming a file that holds it (not in `ps`): bearer token required on every route but liveness; surrounding whitespace is stripped
+    api_key: str|None = field(default=None, repr=False) # MODEL_SERVER_API_KEY, or MODEL_SERVER_API_KEY_FILE naming a file that holds it (not in `ps`): bearer token required on every route but liveness; surrounding whitespace is stripped
     allow_public: bool = False                  # MODEL_SERVER_ALLOW_PUBLIC: allow a non-loopback bind without a key
     allowed_origins: str = ""                   # MODEL_SERVER_ALLOWED_ORIGINS: web pages (origins such as `https://app.example.com`, comma-separated; `*`: any) that may call the server besides this machine's and its own; without a key others are refused, with a key only once this is set
     allowed_hosts: str = ""                     # MODEL_SERVER_ALLOWED_HOSTS: names (comma-separated; `*`: any) a keyless server reached on loopback answers to besides localhost, loopback IPs and MODEL_SERVER_HOST (against DNS rebinding); once set, checked on every request
