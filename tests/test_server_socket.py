@@ -323,7 +323,7 @@ def test_sigterm_finishes_in_flight_request_then_exits_0(tmp_path):
     try:
         def generate():
             t = time.perf_counter()
-            out["r"] = httpx.post(f"{url}/generate", json={"query": "A long story, please.", "max_new_tokens": 600, "temperature": 0},
+            out["r"] = httpx.post(f"{url}/generate", json={"query": "A long story, please.", "max_new_tokens": 2400, "temperature": 0},
                                   timeout=300)
             out["s"], out["done"] = time.perf_counter() - t, time.perf_counter()
         th = threading.Thread(target=generate); th.start()

@@ -69,7 +69,7 @@ def upload_fields(route) -> list[str]:
 ERROR_DESCRIPTIONS = {
     400: "Invalid request: a field, the JSON, the audio, or an option the model refuses",
     401: "Missing or wrong API key (`Authorization: Bearer <MODEL_SERVER_API_KEY>`)",
-    403: "No API key configured and reached on a public address",
+    403: "Refused: no API key and reached on a public address, or a web page of another site or a host name this server does not answer to (MODEL_SERVER_ALLOWED_ORIGINS, MODEL_SERVER_ALLOWED_HOSTS)",
     404: "No such model or route",
     408: "The request body did not arrive within MODEL_SERVER_BODY_TIMEOUT seconds",
     413: "The request body is over this route's limit",

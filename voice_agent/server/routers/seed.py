@@ -11,7 +11,7 @@ from ...audio import wav_bytes
 from ...schemas import GenerateRequest, GenerateResponse, TTSRequest, TranscriptionResponse
 from ..audio_io import audio_responses, decode_upload, read_upload
 from ..deps import LLM, STT, TTS, ClientLeft, LimitedRoute, Server, access
-from ..errors import error_responses
+from ..errors import check_unicode, error_responses
 from ..generation import check_text, cut_at_stop, llm_options
 from ..slots import call_model
 from ..speech import stream_speech
@@ -26,7 +26,7 @@ router = APIRouter(tags=["seed"], route_class=LimitedRoute, dependencies=[Securi
 @router.post("/generate", response_model=GenerateResponse)
 async def generate(body: GenerateRequest, st: Server, llm: LLM, left: ClientLeft) -> GenerateResponse:
     "The seed's generation: `{query, system_prompt, history?, max_new_tokens?, temperature?, top_p?, stop?}` -> `{response}`."
-    check_text(body.text_chars(), st.settings, "prompt")
+    check_text(body.text_chars(), st.settings, "prompt"); check_unicode(body.model_dump(exclude_none=True))
     reply = await call_model(llm, "chat", body.messages(), client_left=left, **llm_options(body.options()))
     st.metrics.prompt_tokens.inc(reply.prompt_tokens); st.metrics.tokens.inc(reply.completion_tokens)
     return GenerateResponse(response=cut_at_stop(reply.text, body.stop)[0])
