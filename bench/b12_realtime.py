@@ -47,11 +47,8 @@ def pcm(delta: str) -> np.ndarray:
 
 def espeak_24k(text: str) -> np.ndarray:
     "espeak-ng's speech of `text`, at 24 kHz."
-    from voice_agent.audio import load_audio
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d)/"q.wav"
-        subprocess.run(["espeak-ng", "-w", str(p), text], check=True, capture_output=True, timeout=60)
-        return load_audio(str(p), None, RATE)
+    from voice_agent.testing import espeak_pcm
+    return espeak_pcm(text, RATE)
 
 
 def voiced_seconds(x: np.ndarray, level: float=0.02) -> float:

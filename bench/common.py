@@ -157,11 +157,7 @@ def emit(result: dict):
     print(RESULT_TAG + json.dumps(result, default=str), flush=True)
 
 
-def free_port() -> int:
-    "A TCP port free on the loopback interface right now."
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from voice_agent.testing import free_port  # noqa: E402,F401  (the benchmarks' children import it from here)
 
 
 def peak_rss_mb() -> float|None:

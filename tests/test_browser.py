@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from voice_agent.stt import word_accuracy
+from voice_agent.testing import espeak, free_port, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT/"artifacts"
@@ -30,11 +31,6 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason=f"{CHROMIUM} is missing: install Debian's chromium (./run test does, as root: apt-get install chromium)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-
 def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float, ok=lambda r: r.status_code == 200):
     "Poll `url` until `ok(response)`; fail with the process's log if it dies or time runs out."
     t0 = time.monotonic()
@@ -47,11 +43,7 @@ def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float, ok=lam
     pytest.fail(f"{url} not ready after {timeout} s:\n{log.read_text()[-4000:]}")
 
 
-def stop(proc: subprocess.Popen):
-    if proc.poll() is None:
-        proc.terminate()
-        try: proc.wait(20)
-        except subprocess.TimeoutExpired: proc.kill(); proc.wait(10)
+stop = stop_server
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +83,7 @@ def model_server(request, work, env):
 @pytest.fixture(scope="module")
 def question(work) -> Path:
     "QUESTION, spoken by espeak-ng: the second turn."
-    path = work/"question.wav"
-    try: subprocess.run(["espeak-ng", "-w", str(path), QUESTION], check=True, capture_output=True, timeout=60)
-    except FileNotFoundError:
-        pytest.fail("espeak-ng is needed to speak the second turn: apt-get install espeak-ng (./run test does it)")
-    return path
+    return espeak(QUESTION, work/"question.wav")
 
 
 def write_notebook(folder: Path, url: str) -> Path:

@@ -64,9 +64,8 @@ def model_server(work, env):
 def microphone(work) -> Path:
     "What the fake microphone plays: the question (espeak-ng), then silence; a 16-bit mono WAV at 48 kHz, as Chromium reads."
     from voice_agent.audio import decode_audio, resample, wav_bytes
-    raw = work/"question_espeak.wav"
-    try: subprocess.run(["espeak-ng", "-w", str(raw), QUESTION], check=True, capture_output=True, timeout=60)
-    except FileNotFoundError: pytest.fail("espeak-ng is needed to speak the question: apt-get install espeak-ng (./run test does it)")
+    from voice_agent.testing import espeak
+    raw = espeak(QUESTION, work/"question_espeak.wav")
     x, sr = decode_audio(raw.read_bytes())
     x = resample(x.mean(axis=1) if x.ndim > 1 else x, sr, 48000)
     x = np.concatenate([np.zeros(SILENCE_BEFORE_S*48000, np.float32), x, np.zeros(SILENCE_AFTER_S*48000, np.float32)])

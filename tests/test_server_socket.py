@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import httpx, numpy as np, pytest, soundfile as sf
+from voice_agent.testing import espeak, free_port, server_env as _server_env, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -19,50 +20,15 @@ STARTUP_TIMEOUT = float(os.environ.get("VOICE_AGENT_STARTUP_TIMEOUT", 300))
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
-
-def server_env(**kw) -> dict:
-    env = {**os.environ, "LOCAL_MODELS_DIR": str(MODELS_DIR), "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONUNBUFFERED": "1"}
-    for k in [k for k in env if k.startswith("MODEL_SERVER_")]: env.pop(k)
-    env.update({k: str(v) for k, v in kw.items()})
-    return env
-
+# the shared helpers (voice_agent.testing), bound to this suite's models folder, startup timeout and working directory
+def server_env(**kw) -> dict: return _server_env(MODELS_DIR, **kw)
 
 def start(cmd: list[str], env: dict, port: int, log: Path, key: str|None=None, ready: bool=True) -> subprocess.Popen:
-    "Start a server process and wait until /health/ready answers 200 (or it exits)."
-    f = open(log, "wb")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode} during startup:\n{log.read_text()[-6000:]}")
-        try:
-            r = httpx.get(f"http://127.0.0.1:{port}/health/ready", headers=headers, timeout=2)
-            if r.status_code == 200 or not ready: return proc
-        except httpx.HTTPError: pass
-        time.sleep(0.5)
-    proc.kill()
-    pytest.fail(f"server not ready within {STARTUP_TIMEOUT:.0f} s:\n{log.read_text()[-6000:]}")
+    "Start a server process and wait until /health/ready answers 200 (or it exits: then the test fails with its log)."
+    return start_server(cmd, env, port, log, key, ready, timeout=STARTUP_TIMEOUT, cwd=ROOT)
 
-
-def stop(proc: subprocess.Popen):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try: proc.wait(30)
-        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
-
-
-def speak(text: str, path: Path) -> Path:
-    "Real speech from espeak-ng."
-    try: subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True, timeout=60)
-    except FileNotFoundError:
-        pytest.fail("espeak-ng is needed to make real speech for the STT tests: apt-get install espeak-ng (./run test does it)")
-    return path
+stop = stop_server
+speak = espeak
 
 
 @pytest.fixture(scope="module")
