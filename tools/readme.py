@@ -24,12 +24,47 @@ def proc_nbs(timeout: float=900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", PROC], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def without_hidden_inputs() -> Path:
+    "A copy of `_proc/index.ipynb` whose `#| echo: false` cells show only their output (as Quarto shows them)."
+    import json, tempfile
+    nb = json.loads((ROOT/"_proc"/"index.ipynb").read_text())
+    for c in nb["cells"]:
+        if c["cell_type"] == "code" and re.search(r"^#\|\s*echo:\s*false", "".join(c["source"]), re.M):
+            c.setdefault("metadata", {}).setdefault("tags", []).append("remove_input")
+    out = Path(tempfile.mkdtemp())/"index.ipynb"
+    out.write_text(json.dumps(nb))
+    return out
+
+
+def doc_pages() -> dict[str, str]:
+    "Each docs page nbdev makes (`llm.html`, `explanations/benchmarks.html`) -> the notebook it comes from."
+    from nbdev.doclinks import _nbpath2html
+    nbs = ROOT/"nbs"
+    return {_nbpath2html(p.relative_to(nbs)).as_posix(): p.relative_to(ROOT).as_posix() for p in nbs.rglob("*.ipynb")
+            if not any(part.startswith((".", "_")) for part in p.relative_to(nbs).parts)}
+
+
+def link_notebooks(md: str) -> str:
+    """Point doc links (`https://<doc_host><doc_baseurl>/llm.html#x`) at the notebooks in this repository: no docs host
+    serves the site (Quarto builds it where nbdev's GitHub workflow runs), and a notebook reads anywhere the repo does."""
+    from configparser import ConfigParser
+    cfg = ConfigParser(); cfg.read(ROOT/"settings.ini")
+    base = re.escape(cfg["DEFAULT"]["doc_host"].rstrip("/") + cfg["DEFAULT"]["doc_baseurl"].rstrip("/") + "/")
+    pages = doc_pages()
+    def sub(m):
+        if m.group(1) not in pages: sys.exit(f"README links to {m.group(0)}, a page no notebook makes")
+        return pages[m.group(1)]
+    return re.sub(base + r"([\w/.-]+\.html)(?:#[\w.-]*)?", sub, md)
+
+
 def render() -> str:
     "README text from the processed index notebook."
     r = proc_nbs()
     if r.returncode: sys.exit(f"nbdev_proc_nbs failed:\n{r.stderr[-4000:]}")
-    md = subprocess.run([str(BIN/"jupyter"), "nbconvert", "--to", "markdown", "--stdout", str(ROOT/"_proc"/"index.ipynb")],
+    md = subprocess.run([str(BIN/"jupyter"), "nbconvert", "--to", "markdown", "--stdout", str(without_hidden_inputs()),
+                         "--TagRemovePreprocessor.enabled=True", "--TagRemovePreprocessor.remove_input_tags=remove_input"],
                         check=True, capture_output=True, text=True).stdout
+    md = link_notebooks(md)
     front = re.match(r"---\n(.*?)\n---\n", md, re.S)
     meta = front.group(1) if front else ""
     title = re.search(r"^title: (.*)$", meta, re.M)

@@ -5,14 +5,14 @@
 # %% ../nbs/00_config.ipynb #f1101e33
 from __future__ import annotations
 import logging, os, tempfile
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
 from typing import Mapping
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['logger', 'DEFAULT_LLM', 'DEFAULT_STT', 'DEFAULT_TTS', 'DEFAULT_HF_HOME', 'TRUTHY', 'ENV_VARS', 'env_flag',
-           'resolve_hf_home', 'Settings', 'warn_transformers_cache', 'get_settings', 'set_settings']
+__all__ = ['logger', 'DEFAULT_LLM', 'DEFAULT_STT', 'DEFAULT_TTS', 'DEFAULT_HF_HOME', 'TRUTHY', 'ENV_VARS', 'KEY_VARS', 'env_flag',
+           'resolve_hf_home', 'Settings', 'settings_table', 'warn_transformers_cache', 'get_settings', 'set_settings']
 
 # %% ../nbs/00_config.ipynb #14aa6f92
 logger = logging.getLogger("voice_agent")
@@ -55,32 +55,32 @@ class Settings:
     "Every voice_agent setting; `Settings.from_env()` documents which environment variable sets which field."
     local_models_dir: Path = Path("./models")   # LOCAL_MODELS_DIR: extra place models are looked up (`<dir>/<name>`, `<dir>/<org>/<name>`)
     offload_folder: Path = Path("/tmp/transformers_offload")  # OFFLOAD_FOLDER: where accelerate offloads weights
-    hf_home: Path = Path(DEFAULT_HF_HOME)       # HF_HOME: the Hugging Face home (cache under `hub/`)
+    hf_home: Path = Path(DEFAULT_HF_HOME)       # HF_HOME: the Hugging Face home (models cached under `hub/`); `/opt/hf_cache` if writable, else `~/.cache/huggingface`
     hf_home_source: str = "voice_agent default" # why `hf_home` is what it is
     hf_hub_cache: Path|None = None              # HF_HUB_CACHE: the model cache, default `<hf_home>/hub`
     hf_endpoint: str = "https://huggingface.co" # HF_ENDPOINT: the Hub (or a mirror)
-    llm_model: str = DEFAULT_LLM                # MODEL_SERVER_MODEL_NAME
-    stt_model: str = DEFAULT_STT                # MODEL_SERVER_STT_MODEL
-    tts_model: str = DEFAULT_TTS                # MODEL_SERVER_TTS_MODEL
+    llm_model: str = DEFAULT_LLM                # MODEL_SERVER_MODEL_NAME: the LLM (a Hub id, a folder, or a `.gguf` file)
+    stt_model: str = DEFAULT_STT                # MODEL_SERVER_STT_MODEL: speech-to-text (Whisper: transformers or CTranslate2)
+    tts_model: str = DEFAULT_TTS                # MODEL_SERVER_TTS_MODEL: text-to-speech (Dia, VITS, or a Piper voice or folder of voices)
     prefer_4bit: bool = True                    # MODEL_SERVER_PREFER_4BIT: try bitsandbytes 4-bit first
-    max_new_tokens: int = 200                   # MODEL_SERVER_MAX_NEW_TOKENS
-    system_prompt: str = ""                     # MODEL_SERVER_SYSTEM_PROMPT: the system message of conversations that bring none
+    max_new_tokens: int = 200                   # MODEL_SERVER_MAX_NEW_TOKENS: default reply length in tokens
+    system_prompt: str = ""                     # MODEL_SERVER_SYSTEM_PROMPT: the system message of conversations that bring none (the local profile sets a short voice-assistant prompt)
     llm_threads: int = 0                        # MODEL_SERVER_LLM_THREADS: CPU threads for llama.cpp (0: every core)
     llm_context: int = 4096                     # MODEL_SERVER_LLM_CONTEXT: llama.cpp context window in tokens (capped by the model's)
     llm_prompt_cache_mb: float = 256            # MODEL_SERVER_LLM_PROMPT_CACHE_MB: RAM for llama.cpp states of conversations (2+ user turns) another one displaced, so they come back without re-reading their history (0: off)
     voice_aliases: str = ""                     # MODEL_SERVER_VOICE_ALIASES: `alloy=en_US-joe-medium,nova=...`; OpenAI's names not listed speak with the default voice
     llm_device: str = "auto"                    # MODEL_SERVER_LLM_DEVICE: auto, cuda, cuda:N or cpu
-    stt_device: str = "auto"                    # MODEL_SERVER_STT_DEVICE
+    stt_device: str = "auto"                    # MODEL_SERVER_STT_DEVICE: as MODEL_SERVER_LLM_DEVICE, for speech-to-text
     stt_beam_size: int|None = None              # MODEL_SERVER_STT_BEAM_SIZE: Whisper's beam (default 5; 1 is greedy: faster, less accurate)
     stt_window: float|None = None               # MODEL_SERVER_STT_WINDOW: seconds a CTranslate2 Whisper encodes at least (default 30, Whisper's own window; the local profile: 15, for latency)
     warmup: bool = True                         # MODEL_SERVER_WARMUP: after loading, run each model once (TTS speaks, STT hears it, LLM makes a token) before /health/ready says ready
-    tts_device: str = "auto"                    # MODEL_SERVER_TTS_DEVICE
+    tts_device: str = "auto"                    # MODEL_SERVER_TTS_DEVICE: as MODEL_SERVER_LLM_DEVICE, for text-to-speech
     allow_pickle: bool = False                  # MODEL_SERVER_ALLOW_PICKLE: allow `.bin` (pickle) weights
-    trust_remote_code: bool = False             # MODEL_SERVER_TRUST_REMOTE_CODE
+    trust_remote_code: bool = False             # MODEL_SERVER_TRUST_REMOTE_CODE: run a model's own Python code from the Hub
     hub_probe_timeout: float = 2.0              # MODEL_SERVER_HUB_TIMEOUT: seconds to ask the Hub whether a model exists
-    host: str = "127.0.0.1"                     # MODEL_SERVER_HOST
-    port: int = 8000                            # MODEL_SERVER_PORT
-    api_key: str|None = field(default=None, repr=False) # MODEL_SERVER_API_KEY, or MODEL_SERVER_API_KEY_FILE naming a file that holds it (not in `ps`): bearer token required on every route but liveness; surrounding whitespace is stripped
+    host: str = "127.0.0.1"                     # MODEL_SERVER_HOST: the address `voice-agent serve` binds (a non-loopback one needs a key or MODEL_SERVER_ALLOW_PUBLIC)
+    port: int = 8000                            # MODEL_SERVER_PORT: the port it serves on
+    api_key: str|None = field(default=None, repr=False) # MODEL_SERVER_API_KEY or MODEL_SERVER_API_KEY_FILE: bearer token required on every route but liveness; the _FILE variable names a file holding it (which `ps` does not show); surrounding whitespace is stripped
     allow_public: bool = False                  # MODEL_SERVER_ALLOW_PUBLIC: allow a non-loopback bind without a key
     allowed_origins: str = ""                   # MODEL_SERVER_ALLOWED_ORIGINS: web pages (origins such as `https://app.example.com`, comma-separated; `*`: any) that may call the server besides this machine's and its own; without a key others are refused, with a key only once this is set
     allowed_hosts: str = ""                     # MODEL_SERVER_ALLOWED_HOSTS: names (comma-separated; `*`: any) a keyless server reached on loopback answers to besides localhost, loopback IPs and MODEL_SERVER_HOST (against DNS rebinding); once set, checked on every request
@@ -141,6 +141,31 @@ ENV_VARS = {
     "ray_address": ("RAY_ADDRESS", str), "ray_replicas": ("MODEL_SERVER_RAY_REPLICAS", str), "ray_cpus": ("MODEL_SERVER_RAY_CPUS", str),
     "ray_gpus": ("MODEL_SERVER_RAY_GPUS", str), "ray_max_ongoing": ("MODEL_SERVER_RAY_MAX_ONGOING", int),
 }
+
+# %% ../nbs/00_config.ipynb #7a81fe4c
+KEY_VARS = "MODEL_SERVER_API_KEY, MODEL_SERVER_API_KEY_FILE"  # the key's two variables (`from_env` reads the file)
+
+def _default_text(f) -> str:
+    "A field's default as the settings table shows it."
+    v = f.default
+    if v is None or v == "": return "unset"
+    if isinstance(v, bool): return f"`{int(v)}`"
+    if isinstance(v, Path) and not v.is_absolute(): return f"`./{v}`"
+    return f"`{v}`"
+
+def settings_table(extra: list[tuple[str, str, str]]=(), # more rows: (variables, default, meaning)
+                  ) -> str: # a Markdown table: variable, default, meaning
+    "Every environment variable of `Settings`, its default and meaning, from the fields and their comments (so docs can't drift)."
+    from fastcore.docments import docments
+    notes = docments(Settings)
+    rows = []
+    for f in fields(Settings):
+        var = {"hf_home": "HF_HOME", "api_key": KEY_VARS}.get(f.name) or ENV_VARS.get(f.name, (None,))[0]
+        if var is None: continue
+        meaning = (notes.get(f.name) or "").split(": ", 1)[-1] if ":" in (notes.get(f.name) or "") else ""
+        rows.append((f"`{var}`" if "," not in var else ", ".join(f"`{v}`" for v in var.split(", ")), _default_text(f), meaning))
+    rows += list(extra)
+    return "\n".join(["| variable | default | meaning |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
 # %% ../nbs/00_config.ipynb #62b7465c
 def warn_transformers_cache(environ: Mapping[str, str], # the environment to read
