@@ -21,10 +21,11 @@ from .generation import json_body_limit
 from .slots import ModelSlot, ServerState
 
 # %% auto #0
-__all__ = ['Server', 'bearer', 'OPEN_PATHS', 'LLM', 'STT', 'TTS', 'ClientLeft', 'BODY_LIMITS', 'server', 'configured_key',
-           'is_public_address', 'check_access', 'access', 'split_list', 'is_loopback_name', 'host_name', 'check_host',
-           'check_origin', 'refuse_scope', 'BrowserGuard', 'model', 'client_left', 'bounded_receive', 'LimitedRoute',
-           'open_without_key', 'assemble']
+__all__ = ['Server', 'bearer', 'KEY_PROTOCOL', 'OPEN_PATHS', 'LLM', 'STT', 'TTS', 'ClientLeft', 'BODY_LIMITS', 'server',
+           'configured_key', 'is_public_address', 'check_access', 'access', 'offered_protocols', 'ws_token',
+           'chosen_protocol', 'check_ws_access', 'split_list', 'is_loopback_name', 'host_name', 'check_host',
+           'check_origin', 'refuse_websocket', 'refuse_scope', 'BrowserGuard', 'model', 'client_left',
+           'bounded_receive', 'LimitedRoute', 'open_without_key', 'assemble']
 
 # %% ../../nbs/09g_server_deps.ipynb #e1eb8021
 def server(request: Request) -> ServerState:
@@ -64,6 +65,31 @@ def check_access(st: ServerState, # the app's state
 async def access(request: Request, credentials: HTTPAuthorizationCredentials|None = Security(bearer)) -> None:
     "The access check, as a `Security` dependency."
     check_access(server(request), (request.scope.get("server") or (None,))[0], credentials.credentials if credentials else None)
+
+# %% ../../nbs/09g_server_deps.ipynb #ef8ed01b
+KEY_PROTOCOL = "openai-insecure-api-key."
+
+def offered_protocols(ws: WebSocket) -> list[str]:
+    "The subprotocols a WebSocket client offered."
+    return [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
+
+def ws_token(ws: WebSocket) -> str|None:
+    "The API key a WebSocket client sent: `Authorization: Bearer`, the `openai-insecure-api-key.` subprotocol, or `?api_key=`."
+    auth = ws.headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ": return auth[7:]
+    for p in offered_protocols(ws):
+        if p.startswith(KEY_PROTOCOL): return p[len(KEY_PROTOCOL):]
+    return ws.query_params.get("api_key")
+
+def chosen_protocol(ws: WebSocket) -> str|None:
+    "The subprotocol to answer with (browsers fail a handshake that answers none of those offered): `realtime` if offered."
+    offered = offered_protocols(ws)
+    if not offered: return None
+    return "realtime" if "realtime" in offered else next((p for p in offered if not p.startswith(KEY_PROTOCOL)), offered[0])
+
+def check_ws_access(st: ServerState, ws: WebSocket):
+    "`check_access` for a WebSocket upgrade: raise the `ApiError` that refuses it, if any."
+    check_access(st, (ws.scope.get("server") or (None,))[0], ws_token(ws))
 
 # %% ../../nbs/09g_server_deps.ipynb #b7c1a002
 def split_list(value: str|None, # a comma-separated setting
@@ -120,12 +146,15 @@ def check_origin(settings: Settings, # the server's settings
 # %% ../../nbs/09g_server_deps.ipynb #b7c1a006
 OPEN_PATHS = ("/health/live",)  # answered whatever the Host and Origin: liveness, for probes
 
-async def refuse_scope(scope, receive, send, e: ApiError):
-    "Answer an HTTP request or a WebSocket upgrade with `e` (a WebSocket: an HTTP denial where the server supports one, else a close)."
-    if scope["type"] == "http": return await e.response()(scope, receive, send)
-    ws = WebSocket(scope, receive, send)
+async def refuse_websocket(ws: WebSocket, e: ApiError):
+    "Refuse a WebSocket upgrade with `e`'s HTTP status and body (where the server can't send one, a close: 1008 for 401/403, else 1013)."
     try: await ws.send_denial_response(e.response())
-    except RuntimeError: await ws.close(1008, e.message[:120])
+    except RuntimeError: await ws.close(1008 if e.status in (401, 403) else 1013, e.message[:120])
+
+async def refuse_scope(scope, receive, send, e: ApiError):
+    "Answer an HTTP request or a WebSocket upgrade with `e`."
+    if scope["type"] == "http": return await e.response()(scope, receive, send)
+    await refuse_websocket(WebSocket(scope, receive, send), e)
 
 class BrowserGuard:
     "ASGI middleware: `check_host` and `check_origin` on every HTTP request and WebSocket upgrade but `OPEN_PATHS`."
