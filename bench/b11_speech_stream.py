@@ -5,21 +5,11 @@ this process; an httpx client reads the stream. Time to first byte (the first se
 the last byte, for chunked pcm (Pipecat's way) and for `stream_format: sse` (LiveKit's), over the same runs.
 """
 from __future__ import annotations
-import socket, threading, time
+import time
 from common import local_model, local_settings, median, paired_ratio, row
 
 REPLY = ("The train leaves the station at nine in the morning. It stops twice before the border. "
          "Lunch is served in the dining car. We arrive in the city before dark.")
-
-
-def serve(app):
-    "Serve `app` with uvicorn on a free port in a thread; the base URL and the server (set `should_exit` to stop it)."
-    import uvicorn
-    with socket.socket() as s: s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started: time.sleep(0.05)
-    return f"http://127.0.0.1:{port}", server
 
 
 def timed(client, body: dict) -> tuple[float, float, int]:
@@ -37,19 +27,20 @@ def run(cfg: dict, device: str, log) -> dict:
     import httpx
     from voice_agent.server.deps import assemble
     from voice_agent.server.routers.audio import router
-    from voice_agent.server.slots import ServerState
+    from voice_agent.server.state import ServerState
     s, tts = local_settings(), local_model("tts")
-    url, server = serve(assemble(ServerState(s, {"tts": tts}), router))
+    from voice_agent.testing import ThreadServer
+    server = ThreadServer(assemble(ServerState(s, {"tts": tts}), router))
     ways = {"pcm": {"input": REPLY, "response_format": "pcm"}, "sse": {"input": REPLY, "response_format": "pcm", "stream_format": "sse"}}
     m = {w: {"first": [], "total": []} for w in ways}
     try:
-        with httpx.Client(base_url=url, timeout=300) as client:
+        with httpx.Client(base_url=server.url, timeout=300) as client:
             timed(client, ways["pcm"])  # warm up: the voice's first call
             for i in range(cfg["speech_repeats"]):
                 for w in (ways if i % 2 == 0 else list(ways)[::-1]):  # alternated, so a drift of the machine hits both
                     first, total, n = timed(client, ways[w])
                     m[w]["first"].append(first); m[w]["total"].append(total)
-    finally: server.should_exit = True
+    finally: server.stop()
     rows = [row("11 streamed speech", f"four-sentence reply, Piper, {label}: time to first byte vs to the last byte",
                 median(m[w]["first"]), median(m[w]["total"]), "s", "first byte", "last byte", "A/B ≤ 0.5",
                 lambda a, b, r: r <= 0.5, ratio=paired_ratio(m[w]["first"], m[w]["total"]),

@@ -19,30 +19,21 @@ every 20 ms (each piece sent once it has been "recorded"), followed by silence u
     .venv/bin/python bench/run.py --only realtime [--full]
 """
 from __future__ import annotations
-import asyncio, base64, json, os, statistics, subprocess, sys, tempfile, threading, time
+import asyncio, json, os, subprocess, sys, threading, time
 from pathlib import Path
 import numpy as np
 
-RATE = 24000
-CHUNK_MS = 20
+from voice_agent.testing import REALTIME_RATE as RATE  # noqa: E402
 QUESTIONS = ["What is the capital of France?", "What color is the sky?", "How many days are in a week?",
              "What is two plus two?", "What is the capital of Italy?", "What do bees make?", "What is the largest ocean?",
              "Which animal says moo?", "What is the opposite of hot?", "How many legs does a spider have?",
              "What is the capital of Spain?", "What do cows drink?"]
 INTERRUPTION = "Wait, stop please."
-STORY = "Tell me a long story about a dragon who lives in a castle by the sea."
-STORYTELLER = "You are a storyteller. Tell long, detailed stories with many sentences."
 
 
-# %% client side, shared with tests/test_realtime.py
-def b64(x: np.ndarray) -> str:
-    "Float samples as base64 PCM16."
-    return base64.b64encode((np.clip(x, -1, 1)*32767).astype("<i2").tobytes()).decode()
-
-
-def pcm(delta: str) -> np.ndarray:
-    "A base64 PCM16 delta as float samples."
-    return np.frombuffer(base64.b64decode(delta), "<i2").astype(np.float32)/32768
+# %% client side: voice_agent.testing's realtime client (tests/test_realtime*.py import these names from here too)
+from voice_agent.testing import (CHUNK_MS, STORY, STORYTELLER, b64, barge_in, configure, events_until, microphone, pcm,  # noqa: E402,F401
+                                 spoken_turn, voiced_seconds, realtime_connect as connect)
 
 
 def espeak_24k(text: str) -> np.ndarray:
@@ -51,118 +42,22 @@ def espeak_24k(text: str) -> np.ndarray:
     return espeak_pcm(text, RATE)
 
 
-def voiced_seconds(x: np.ndarray, level: float=0.02) -> float:
-    "Where the last voiced sample is (espeak ends with ~0.3 s of silence of its own)."
-    v = np.flatnonzero(np.abs(x) > level)
-    return (v[-1] + 1)/RATE if len(v) else 0.0
-
-
-async def microphone(conn, x: np.ndarray, stop: asyncio.Event|None=None, then_silence: bool=True) -> float:
-    "Send `x` like a microphone, 20 ms every 20 ms (each piece once 'recorded'), then silence until `stop`; return when it began."
-    n, t0, k = RATE*CHUNK_MS//1000, time.perf_counter(), 0
-    silence = np.zeros(n, np.float32)
-    while True:
-        piece = x[k*n:(k+1)*n]
-        if not len(piece):
-            if not then_silence or stop is None or stop.is_set(): return t0
-            piece = silence
-        await asyncio.sleep(max(0.0, t0 + (k + 1)*CHUNK_MS/1000 - time.perf_counter()))
-        await conn.input_audio_buffer.append(audio=b64(piece))
-        k += 1
-
-
-async def events_until(conn, kind: str, timeout: float=60, log: list|None=None, count: int=1) -> list[tuple[float, object]]:
-    "Events (with their arrival time) until the `count`-th of type `kind`."
-    out, seen = [], 0
-    async with asyncio.timeout(timeout):
-        while True:
-            e = await conn.recv()
-            out.append((time.perf_counter(), e))
-            if log is not None: log.append(e.type)
-            if e.type == kind:
-                seen += 1
-                if seen == count: return out
-
-
-async def spoken_turn(conn, x: np.ndarray, timeout: float=60) -> dict:
-    "Ask `x` aloud; return the turn's events, what was heard and said, the reply's audio, and end of speech -> first audio."
-    stop = asyncio.Event()
-    mic = asyncio.ensure_future(microphone(conn, x, stop))
-    t_start = time.perf_counter()
-    try: ev = await events_until(conn, "response.done", timeout)
-    finally:
-        stop.set(); await mic
-    speech_end = t_start + voiced_seconds(x)
-    first = next((t for t, e in ev if e.type == "response.output_audio.delta"), None)
-    heard = next((e.transcript for _, e in ev if e.type == "conversation.item.input_audio_transcription.completed"), None)
-    said = "".join(e.delta for _, e in ev if e.type == "response.output_audio_transcript.delta")
-    audio = [pcm(e.delta) for _, e in ev if e.type == "response.output_audio.delta"]
-    done = ev[-1][1].response
-    return {"events": ev, "heard": heard, "said": said, "audio": np.concatenate(audio) if audio else np.zeros(0, np.float32),
-            "first_audio_s": None if first is None else first - speech_end, "status": done.status, "usage": done.usage}
-
-
-async def barge_in(conn, interruption: np.ndarray, timeout: float=60) -> dict:
-    "Ask for a long story in text, interrupt its speech once it plays; time the cancellation."
-    await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": STORY}]})
-    await conn.response.create(response={"instructions": STORYTELLER, "max_output_tokens": 300})
-    ev = await events_until(conn, "response.output_audio.delta", timeout)
-    rid = ev[-1][1].response_id
-    stop = asyncio.Event()
-    mic = asyncio.ensure_future(microphone(conn, interruption, stop))
-    try: ev = await events_until(conn, "response.done", timeout)
-    finally:
-        stop.set(); await mic
-    started = next((t for t, e in ev if e.type == "input_audio_buffer.speech_started"), None)
-    deltas = [t for t, e in ev if e.type == "response.output_audio.delta" and e.response_id == rid]
-    done_t, done = ev[-1]
-    truncated = None
-    if done.response.status == "cancelled":  # the item is truncated right after response.done
-        te = await events_until(conn, "conversation.item.truncated", 10)
-        truncated = te[-1][1]
-    return {"status": done.response.status, "reason": done.response.status_details and done.response.status_details.reason,
-            "to_last_delta_s": None if started is None else max(0.0, (deltas[-1] - started) if deltas else 0.0),
-            "to_done_s": None if started is None else done_t - started, "truncated": truncated,
-            "deltas_after": sum(t > started for t in deltas) if started else None}
-
-
-def connect(url: str, key: str|None):
-    "The official client's realtime connection to our server."
-    from openai import AsyncOpenAI
-    return AsyncOpenAI(base_url=url + "/v1", api_key=key or "unused").realtime.connect(model="llm")
-
-
-async def configure(conn, silence_ms: int|None=None, create_response: bool=True):
-    "session.update with server VAD (and `silence_duration_ms`), then wait for session.updated."
-    td = {"type": "server_vad", "create_response": create_response, **({"silence_duration_ms": silence_ms} if silence_ms else {})}
-    await conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": td}}})
-    await events_until(conn, "session.updated", 30)
-
-
 # %% the benchmark
 def start_server(log_dir: Path, **env):
-    "`voice-agent serve --profile local` on a free port; (process, url) once /health/ready answers."
-    import httpx
+    "`voice-agent serve --profile local` on a free port, in a process group of its own; (process, url) once /health/ready answers."
     from common import child_env, free_port
+    from voice_agent.testing import start_server, voice_agent_cmd
     port = free_port()
-    log = open(log_dir/"realtime-server.log", "w")
-    p = subprocess.Popen([str(Path(sys.executable).parent/"voice-agent"), "serve", "--profile", "local", "--port", str(port)],
-                         env=child_env(HF_HUB_OFFLINE="1", **{k: str(v) for k, v in env.items()}), stdout=log, stderr=subprocess.STDOUT,
-                         start_new_session=True)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if p.poll() is not None: raise RuntimeError(f"the server exited with {p.returncode}: see {log.name}")
-        try:
-            if httpx.get(url + "/health/ready", timeout=2).status_code == 200: return p, url
-        except httpx.HTTPError: pass
-        time.sleep(0.3)
-    raise TimeoutError("the local profile's server was not ready within 300 s")
+    p = start_server(voice_agent_cmd("serve", "--profile", "local", "--port", port), child_env(HF_HUB_OFFLINE="1", **env), port,
+                     log_dir/"realtime-server.log", group=True)
+    return p, f"http://127.0.0.1:{port}"
 
 
 def http_turn(client, wav: bytes) -> tuple[float, str]:
     "The three-request pipeline: transcribe, chat, speak; seconds to the whole reply's audio."
+    from voice_agent.testing import transcribe
     t = time.perf_counter()
-    heard = client.post("/v1/audio/transcriptions", files={"file": ("q.wav", wav, "audio/wav")}).json()["text"]
+    heard = transcribe(client, wav)
     r = client.post("/v1/chat/completions", json={"model": "llm", "messages": [{"role": "user", "content": heard}]}).json()
     reply = r["choices"][0]["message"]["content"]
     audio = client.post("/v1/audio/speech", json={"model": "tts", "input": reply, "response_format": "pcm"})
@@ -264,9 +159,8 @@ def run(cfg: dict, device: str, log) -> dict:
         r = asyncio.run(realtime_figures(url, qs, [shipped, 300], interruption, 10, 8, []))
         load = (load, os.getloadavg())
     finally:
-        proc.terminate()
-        try: proc.wait(30)
-        except subprocess.TimeoutExpired: proc.kill()
+        from voice_agent.testing import stop_server
+        stop_server(proc)
     first = {s: [t["first_audio_s"] for t in r[s]] for s in (shipped, 300)}
     said = {s: [(t["heard"], t["said"]) for t in r[s]] for s in (shipped, 300)}
     http_s = [h[0] for h in http]

@@ -30,15 +30,8 @@ MAX_QUEUE = 32  # room for every client in both servers: this measures throughpu
 
 def wait_ready(url: str, proc: subprocess.Popen|None, timeout: float=900) -> float:
     "Seconds until GET /health/ready answers 200."
-    import httpx
-    t, deadline = time.perf_counter(), time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None: raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/health/ready", timeout=5).status_code == 200: return time.perf_counter() - t
-        except httpx.HTTPError: pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready within {timeout:.0f} s")
+    from voice_agent.testing import wait_ready
+    return wait_ready(url, proc, timeout=timeout)
 
 
 def latencies(urls: dict[str, str], n: int=N_LATENCY) -> dict[str, list[float]]:
@@ -91,18 +84,12 @@ def floor_apps() -> dict:
 
 def uvicorn_bare(log_dir: Path) -> tuple[subprocess.Popen, str]:
     "`bare_app` on uvicorn, in a process group of its own; and its URL once it answers."
-    import httpx
     from common import child_env, free_port
+    from voice_agent.testing import start_server
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "b13_ray:bare_app", "--app-dir", str(Path(__file__).parent),
-                          "--port", str(port), "--log-level", "warning"], env=child_env(), stdout=open(log_dir/"ray-bare.log", "w"),
-                         stderr=subprocess.STDOUT, start_new_session=True)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if p.poll() is not None: raise RuntimeError(f"uvicorn with the bare app exited with {p.returncode}: see {log_dir/'ray-bare.log'}")
-        try: httpx.get(url + "/docs", timeout=5); return p, url
-        except httpx.HTTPError: time.sleep(0.2)
-    raise TimeoutError("uvicorn with the bare app did not answer within 120 s")
+    p = start_server([sys.executable, "-m", "uvicorn", "--factory", "b13_ray:bare_app", "--app-dir", Path(__file__).parent, "--port", port,
+                      "--log-level", "warning"], child_env(), port, log_dir/"ray-bare.log", timeout=120, path="/docs", group=True)
+    return p, f"http://127.0.0.1:{port}"
 
 
 def throughput(url: str) -> tuple[float, int]:
@@ -119,14 +106,13 @@ def throughput(url: str) -> tuple[float, int]:
 def single_process(log_dir: Path) -> dict:
     "`voice-agent serve --profile local`: cold start, throughput; it stays up (idle) for the latencies asked in turn with Ray's."
     from common import child_env, free_port
+    from voice_agent.testing import start_server, voice_agent_cmd
     port = free_port()
-    with open(log_dir/"ray-single.log", "w") as log:
-        t = time.perf_counter()
-        p = subprocess.Popen([str(Path(sys.executable).parent/"voice-agent"), "serve", "--profile", "local", "--port", str(port)],
-                             env=child_env(HF_HUB_OFFLINE="1", MODEL_SERVER_LLM_THREADS=1, MODEL_SERVER_MAX_QUEUE=MAX_QUEUE), stdout=log, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+    t = time.perf_counter()
+    p = start_server(voice_agent_cmd("serve", "--profile", "local", "--port", port),
+                     child_env(HF_HUB_OFFLINE="1", MODEL_SERVER_LLM_THREADS=1, MODEL_SERVER_MAX_QUEUE=MAX_QUEUE), port,
+                     log_dir/"ray-single.log", timeout=900, group=True)
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url, p)
     return {"proc": p, "url": url, "cold_s": time.perf_counter() - t, "rps": throughput(url)}
 
 

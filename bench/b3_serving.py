@@ -8,9 +8,9 @@ sides, so both produce the same tokens (checked). A and B alternate, with a paus
 Benchmark 4 runs the server as a deployment would, in a process of its own (`server.py`), with the clients here.
 """
 from __future__ import annotations
-import asyncio, json, subprocess, sys, threading, time
+import asyncio, json, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
-from common import (BENCH, ROOT, ab_order, child_env, free_port, kill_group, median, models_dir, paired_diff, paired_ratio,
+from common import (BENCH, ROOT, ab_order, child_env, free_port, median, models_dir, paired_diff, paired_ratio,
                     percentile, row, scratch)
 from b2_loading import build_llm
 
@@ -20,57 +20,26 @@ PAUSE = 0.25  # seconds between measured calls
 
 
 class Server:
-    "The bench's model server in a child process."
+    "The bench's model server in a child process (a process group of its own)."
     def __init__(self, model: str, device: str, max_queue: int, log_dir, timeout: float=300):
+        from voice_agent.testing import start_server
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.log = open(log_dir/"server.log", "w")
-        self.p = subprocess.Popen([sys.executable, str(BENCH/"server.py"), "--model", model, "--port", str(self.port),
-                                   "--device", device, "--max-queue", str(max_queue)], cwd=ROOT,
-                                  env=child_env(HF_HOME=scratch(), HF_HUB_OFFLINE="1"), stdout=self.log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-        try: self.wait_ready(timeout)
-        except BaseException: self.stop(); raise
-
-    def wait_ready(self, timeout: float):
-        import httpx
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.p.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.p.returncode}: see {self.log.name}")
-            try:
-                if httpx.get(self.url + "/health/ready", timeout=2).status_code == 200: return
-            except httpx.HTTPError: pass
-            time.sleep(0.25)
-        raise TimeoutError(f"the server was not ready within {timeout:.0f} s: see {self.log.name}")
+        self.p = start_server([sys.executable, BENCH/"server.py", "--model", model, "--port", self.port, "--device", device,
+                               "--max-queue", max_queue], child_env(HF_HOME=scratch(), HF_HUB_OFFLINE="1"), self.port,
+                              log_dir/"server.log", timeout=timeout, cwd=ROOT, group=True)
 
     def stop(self):
-        kill_group(self.p, grace=15)
-        self.log.close()
+        from voice_agent.testing import stop_server
+        stop_server(self.p, grace=15)
 
 
-class ThreadServer:
+def ThreadServer(llm, settings, timeout: float=60):
     "The model server on a thread of this process, serving a model this process already holds (`create_app(models=)`)."
-    def __init__(self, llm, settings, timeout: float=60):
-        import uvicorn
-        from voice_agent.model_server import create_app
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        app = create_app(settings, models={"llm": llm})
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    access_log=False, lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name="bench-uvicorn")
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the in-thread server did not start within {timeout:.0f} s")
-            time.sleep(0.05)
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(30)
+    from voice_agent.model_server import create_app
+    from voice_agent.testing import ThreadServer
+    return ThreadServer(create_app(settings, models={"llm": llm}), timeout=timeout, access_log=False, lifespan="on")
 
 
 def gen_body(tokens: int) -> dict:

@@ -7,7 +7,7 @@ Both decode with beam size 5, in English, and the transformers side is made to g
 faster-whisper produced on the same audio, so both do the same amount of decoding.
 """
 from __future__ import annotations
-import shutil, subprocess, time
+import shutil, time
 from pathlib import Path
 from common import median, models_dir, paired_ratio, row, scratch
 
@@ -20,11 +20,9 @@ BEAM = 5
 
 
 def speak(text: str, out: Path, speed: int=160) -> Path:
-    "A WAV of `text` spoken by espeak-ng."
-    exe = shutil.which("espeak-ng") or shutil.which("espeak")
-    if not exe: raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng): benchmark 5 needs real speech")
-    subprocess.run([exe, "-v", "en-us", "-s", str(speed), "-w", str(out), text], check=True, timeout=60, capture_output=True)
-    return out
+    "A WAV of `text` spoken by espeak-ng (American English, 160 words a minute)."
+    from voice_agent.testing import espeak
+    return espeak(text, out, speed, voice="en-us")
 
 
 def sentences(text: str, n: int|None) -> str:

@@ -22,7 +22,7 @@ on each side first (the peer loads its model on its first request).
 from __future__ import annotations
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
-from common import BENCH, ab_order, child_env, free_port, kill_group, median, models_dir, paired_ratio, row, scratch, tail
+from common import BENCH, ab_order, child_env, free_port, median, models_dir, paired_ratio, row, scratch, tail
 from b5_stt import SPEECH, speak, sentences
 
 PEER = "faster-whisper-server==0.0.3"
@@ -119,27 +119,14 @@ def peer_venv(ours: dict, log: Path, timeout: float) -> tuple[Path|None, dict, s
 class Server:
     "A server in a process group of its own, logging to a file; `stop()` ends the group."
     def __init__(self, name: str, cmd: list, env: dict, ready_path: str, log_dir: Path, timeout: float):
+        from voice_agent.testing import start_server
         self.name, self.port = name, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_dir/f"{name}.log", "w")
+        self.log = log_dir/f"{name}.log"
         t = time.perf_counter()
-        self.p = subprocess.Popen([str(c).replace("{port}", str(self.port)) for c in cmd], cwd=BENCH.parent, env=env,
-                                  stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        try: self.wait_ready(ready_path, timeout)
-        except BaseException: self.stop(); raise
+        self.p = start_server([str(c).replace("{port}", str(self.port)) for c in cmd], env, self.port, self.log, timeout=timeout,
+                              cwd=BENCH.parent, path=ready_path, group=True)
         self.ready_s = time.perf_counter() - t
-
-    def wait_ready(self, path: str, timeout: float):
-        import httpx
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.p.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.p.returncode}: {tail(Path(self.log.name).read_text(), 800)}")
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200: return
-            except httpx.HTTPError: pass
-            time.sleep(0.25)
-        raise TimeoutError(f"{self.name} was not ready within {timeout:.0f} s: see {self.log.name}")
 
     def cpu_s(self) -> float|None:
         "CPU seconds the server process has used so far, all its threads (Linux; None elsewhere)."
@@ -150,17 +137,15 @@ class Server:
 
     def transcribe(self, wav: bytes, timeout: float=300) -> tuple[float, str, float|None]:
         "(seconds at the client, text, the server's CPU seconds) for one request on a fresh connection."
-        import httpx
+        from voice_agent.testing import transcribe
         c, t = self.cpu_s(), time.perf_counter()
-        r = httpx.post(self.url + "/v1/audio/transcriptions", files={"file": ("speech.wav", wav, "audio/wav")}, data=REQUEST,
-                       timeout=timeout)
+        text = transcribe(self.url, wav, timeout=timeout, **REQUEST)
         dt, c2 = time.perf_counter() - t, self.cpu_s()
-        if r.status_code != 200: raise RuntimeError(f"{self.name}: HTTP {r.status_code}: {r.text[:300]}")
-        return dt, r.json()["text"].strip(), (c2 - c if c is not None and c2 is not None else None)
+        return dt, text.strip(), (c2 - c if c is not None and c2 is not None else None)
 
     def stop(self):
-        kill_group(self.p, grace=10)
-        self.log.close()
+        from voice_agent.testing import stop_server
+        stop_server(self.p, grace=10)
 
 
 def our_profile(exe: list) -> str:
@@ -171,8 +156,8 @@ def our_profile(exe: list) -> str:
 
 def our_server(log_dir: Path) -> Server:
     "`voice-agent serve --profile tiny` on a free loopback port (its tiny models built under the bench's models folder)."
-    exe = Path(sys.executable).with_name("voice-agent")
-    exe = [str(exe)] if exe.exists() else [sys.executable, "-m", "voice_agent.cli"]
+    from voice_agent.testing import voice_agent_cmd
+    exe = voice_agent_cmd()
     env = child_env(HF_HOME=scratch(), HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=models_dir(), MODEL_SERVER_API_KEY=None,
                     MODEL_SERVER_HOST=None, MODEL_SERVER_PORT=None)
     return Server("voice_agent", exe + ["serve", "--profile", our_profile(exe), "--host", "127.0.0.1", "--port", "{port}",

@@ -17,10 +17,11 @@ def local_server(tmp_path_factory):
     nothing else (test_audio_api, test_tools, test_frameworks): url, port, proc, log.
 
     A module that needs other settings (an API key, limits) or times the startup starts a server of its own."""
-    from test_server_socket import BIN, free_port, server_env, start, stop
+    from suite import server_env, start, stop
+    from voice_agent.testing import free_port, voice_agent_cmd
     work = tmp_path_factory.mktemp("local_server")
     port, log = free_port(), work/"server.log"
-    proc = start([str(BIN/"voice-agent"), "serve", "--profile", "local", "--port", str(port)],
+    proc = start(voice_agent_cmd("serve", "--profile", "local", "--port", port),
                  server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(work/"models")), port, log)
     yield SimpleNamespace(url=f"http://127.0.0.1:{port}", port=port, proc=proc, log=log)
     stop(proc)

@@ -5,13 +5,11 @@ Piper (en_US-joe-medium) speaks a four-sentence reply streamed as server-sent ev
 a time, the audio is 24 kHz and sounds like the text (Whisper hears it back), a client that leaves stops synthesis,
 errors before the first byte keep their status, speed is honored. Run with `pytest -s` to see the figures.
 """
-import base64, io, json, re, sys, time
-from pathlib import Path
+import base64, io, json, re, time
 
 import httpx, numpy as np, pytest, soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_server_socket import speak  # noqa: E402
+from voice_agent.testing import espeak as speak, transcribe
 
 openai = pytest.importorskip("openai", reason="the openai SDK is in the dev extras: pip install -e '.[dev]'")
 
@@ -32,11 +30,7 @@ def server(tmp_path_factory, local_server):
 
 def heard(http: httpx.Client, pcm24: bytes) -> str:
     "What Whisper hears in 24 kHz 16-bit pcm."
-    x = np.frombuffer(pcm24, "<i2").astype(np.float32)/32768
-    buf = io.BytesIO(); sf.write(buf, x, 24000, format="WAV", subtype="PCM_16")
-    r = http.post("/v1/audio/transcriptions", files={"file": ("reply.wav", buf.getvalue(), "audio/wav")})
-    assert r.status_code == 200, r.text
-    return r.json()["text"]
+    return transcribe(http, np.frombuffer(pcm24, "<i2").astype(np.float32)/32768, 24000)
 
 
 def synthesized_seconds(http: httpx.Client) -> float:

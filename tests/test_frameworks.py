@@ -19,8 +19,7 @@ from types import SimpleNamespace
 
 import httpx, numpy as np, pytest, soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_server_socket import speak  # noqa: E402
+from voice_agent.testing import espeak as speak, transcribe
 
 QUESTION = "What is the capital of France?"
 SPOKEN = "The weather in Paris is sunny today. Tomorrow it will rain in the afternoon."  # two sentences, ~4 s of speech
@@ -118,10 +117,7 @@ def reference_seconds(local, text: str) -> float:
 
 def heard(local, pcm: bytes) -> str:
     "What the server's Whisper hears in 24 kHz int16 speech."
-    from voice_agent.audio import wav_bytes
-    r = local.client.post("/v1/audio/transcriptions", files={"file": ("speech.wav", wav_bytes(np.frombuffer(pcm, "<i2")/32768.0, RATE))})
-    assert r.status_code == 200, r.text
-    return r.json()["text"]
+    return transcribe(local.client, np.frombuffer(pcm, "<i2")/32768.0, RATE)
 
 
 # ---------------------------------------------------------------- Pipecat

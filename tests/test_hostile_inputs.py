@@ -184,27 +184,19 @@ def test_lone_surrogates_are_400(server, path, body, where):
 
 def test_decodes_are_admitted_like_model_work(monkeypatch):
     "Uploads beyond `DECODES_AT_ONCE` running and `max_queue` waiting get a 503 (a decoder that takes 1 s, served by uvicorn)."
-    import threading, time, uvicorn
-    from test_server_socket import free_port
+    import time
     from voice_agent.config import Settings
     from voice_agent.server import audio_io
     from voice_agent.server.app import create_app
     from voice_agent.server.fakes import fakes, tone_wav
+    from voice_agent.testing import ThreadServer, free_port
     real = audio_io.decode_mono
     def slow(*a, **kw): time.sleep(1.0); return real(*a, **kw)
     monkeypatch.setattr(audio_io, "decode_mono", slow)
     port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(Settings(host="127.0.0.1", port=port, max_queue=1), models=fakes()),
-                                        host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=srv.run, daemon=True); th.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not srv.started: assert th.is_alive() and time.monotonic() < deadline; time.sleep(0.02)
-        post = lambda _: httpx.post(f"http://127.0.0.1:{port}/v1/audio/transcriptions", timeout=60,
-                                    files={"file": ("a.wav", tone_wav(1.0), "audio/wav")})
+    with ThreadServer(create_app(Settings(host="127.0.0.1", port=port, max_queue=1), models=fakes()), port, timeout=30) as srv:
+        post = lambda _: httpx.post(f"{srv.url}/v1/audio/transcriptions", timeout=60, files={"file": ("a.wav", tone_wav(1.0), "audio/wav")})
         with cf.ThreadPoolExecutor(5) as ex: rs = list(ex.map(post, range(5)))
-    finally:
-        srv.should_exit = True; th.join(10)
     codes = sorted((r.status_code, r.json().get("error", {}).get("code") if r.status_code != 200 else None) for r in rs)
     print(f"\n[decode gate] 5 uploads at once, {audio_io.DECODES_AT_ONCE} decoding and 1 waiting at most: {codes}")
     refused = [r for r in rs if r.status_code == 503 and r.json()["error"]["code"] == "decode_queue_full"]

