@@ -124,6 +124,7 @@ def findings_for(t: dict, # `torch_info()`
                          "use a smaller model (MODEL_SERVER_MODEL_NAME=Qwen/Qwen2.5-1.5B-Instruct) or set OFFLOAD_FOLDER"))
     return f
 
+# %% ../nbs/02_hardware.ipynb #9a8aff79
 def diagnose() -> dict:
     "Everything known about this machine's ability to run the models, with findings; never raises."
     try: t = torch_info()
