@@ -12,36 +12,8 @@ from .loading import LoadedModel, Strategy, is_ctranslate2_dir
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['FRAMES_PER_SECOND', 'SAMPLE_RATE', 'STT_BATCH', 'SILENCE_PEAK', 'audio_frames', 'cut_window', 'windowed_whisper',
-           'WhisperSTT', 'is_multilingual', 'check_language', 'subtitles', 'word_accuracy']
-
-# %% ../nbs/06b_stt.ipynb #fc110f26
-FRAMES_PER_SECOND = 100  # Whisper's log-mel frames per second of audio
-
-def audio_frames(features: np.ndarray) -> int:
-    "How many frames of `features` (n_mels, frames) or (1, n_mels, frames) hold audio: faster-whisper pads with zeros after it."
-    cols = np.flatnonzero((features.reshape(-1, features.shape[-1]) != 0).any(axis=0))
-    return int(cols[-1]) + 1 if len(cols) else 0
-
-def cut_window(features: np.ndarray, # log-mel features, zero-padded past the audio to Whisper's 3000 frames
-               min_frames: int, # the shortest window to encode
-               tail: int=200, # frames kept after the audio (2 s: the encoder hears that the speech ended)
-              ) -> np.ndarray: # the window: the audio, then its quietest value (what Whisper saw in training), not zeros
-    "The frames worth encoding: the audio's and `tail` more, at least `min_frames`, at most all of them."
-    n = audio_frames(features)
-    w = min(features.shape[-1], max(min_frames, n + tail))
-    out = np.array(features[..., :w], dtype=np.float32, order="C")
-    if 0 < n < w: out[..., n:] = out[..., :n].min()
-    return out
-
-def windowed_whisper(window_s: float=30.0): # the shortest window encoded, seconds (30 or more: Whisper's own, nothing cut)
-    "faster-whisper's `WhisperModel` class, or a subclass whose encoder sees the audio (at least `window_s`), not always 30 s."
-    from faster_whisper import WhisperModel
-    if window_s >= 30: return WhisperModel
-    class WindowedWhisper(WhisperModel):
-        min_frames = max(1, int(window_s*FRAMES_PER_SECOND))
-        def encode(self, features): return super().encode(cut_window(features, self.min_frames))
-    return WindowedWhisper
+__all__ = ['SAMPLE_RATE', 'STT_BATCH', 'SILENCE_PEAK', 'FRAMES_PER_SECOND', 'WhisperSTT', 'is_multilingual', 'check_language',
+           'subtitles', 'audio_frames', 'cut_window', 'windowed_whisper', 'word_accuracy']
 
 # %% ../nbs/06b_stt.ipynb #67f0d581
 SAMPLE_RATE = 16000
@@ -123,6 +95,7 @@ def _faster(self: WhisperSTT, x: np.ndarray, language: str|None) -> str:
                                                             vad_filter=True)
     return " ".join(s.text.strip() for s in segments).strip()
 
+# %% ../nbs/06b_stt.ipynb #fecda419
 SILENCE_PEAK = 1e-3  # audio whose loudest sample is below this (-60 dBFS) holds no speech: it is not sent to the model
 
 def is_multilingual(self: WhisperSTT) -> bool:
@@ -146,6 +119,7 @@ def check_language(language: str|None, # a language code such as "en", or None t
         raise ValueError(f"language {language!r}: this Whisper model is English-only (a .en model); use en, or a multilingual model")
     return code
 
+# %% ../nbs/06b_stt.ipynb #f7dcf2cf
 @patch
 def transcribe(self: WhisperSTT, audio, # a path, bytes, file object, or an array (then give `sample_rate`)
                sample_rate: int|None=None, # the rate of an array input
@@ -209,7 +183,7 @@ def transcribe_verbose(self: WhisperSTT, audio, # a path, bytes, file object, or
     text = " ".join(s["text"].strip() for s in segs).strip()
     return {**out, "text": text, "segments": segs, **({"words": ws} if words else {})}
 
-
+# %% ../nbs/06b_stt.ipynb #1906a14a
 def _stamp(t: float, sep: str) -> str:
     ms = int(round(t*1000)); h, ms = divmod(ms, 3600_000); m, ms = divmod(ms, 60_000); s, ms = divmod(ms, 1000)
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
@@ -223,6 +197,34 @@ def subtitles(segments: list[dict], # segments with start, end and text
     cues = [(f"{i+1}\n" if fmt == "srt" else "") + f"{_stamp(s['start'], sep)} --> {_stamp(s['end'], sep)}\n{s['text'].strip()}\n"
             for i, s in enumerate(segments)]
     return ("WEBVTT\n\n" if fmt == "vtt" else "") + "\n".join(cues)
+
+# %% ../nbs/06b_stt.ipynb #fc110f26
+FRAMES_PER_SECOND = 100  # Whisper's log-mel frames per second of audio
+
+def audio_frames(features: np.ndarray) -> int:
+    "How many frames of `features` (n_mels, frames) or (1, n_mels, frames) hold audio: faster-whisper pads with zeros after it."
+    cols = np.flatnonzero((features.reshape(-1, features.shape[-1]) != 0).any(axis=0))
+    return int(cols[-1]) + 1 if len(cols) else 0
+
+def cut_window(features: np.ndarray, # log-mel features, zero-padded past the audio to Whisper's 3000 frames
+               min_frames: int, # the shortest window to encode
+               tail: int=200, # frames kept after the audio (2 s: the encoder hears that the speech ended)
+              ) -> np.ndarray: # the window: the audio, then its quietest value (what Whisper saw in training), not zeros
+    "The frames worth encoding: the audio's and `tail` more, at least `min_frames`, at most all of them."
+    n = audio_frames(features)
+    w = min(features.shape[-1], max(min_frames, n + tail))
+    out = np.array(features[..., :w], dtype=np.float32, order="C")
+    if 0 < n < w: out[..., n:] = out[..., :n].min()
+    return out
+
+def windowed_whisper(window_s: float=30.0): # the shortest window encoded, seconds (30 or more: Whisper's own, nothing cut)
+    "faster-whisper's `WhisperModel` class, or a subclass whose encoder sees the audio (at least `window_s`), not always 30 s."
+    from faster_whisper import WhisperModel
+    if window_s >= 30: return WhisperModel
+    class WindowedWhisper(WhisperModel):
+        min_frames = max(1, int(window_s*FRAMES_PER_SECOND))
+        def encode(self, features): return super().encode(cut_window(features, self.min_frames))
+    return WindowedWhisper
 
 # %% ../nbs/06b_stt.ipynb #0f5ac04e
 def word_accuracy(reference: str, # what was said
