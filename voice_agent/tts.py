@@ -15,8 +15,8 @@ from .audio import split_sentences, wav_bytes
 from .loading import LoadedModel, Strategy, one_line
 
 # %% auto #0
-__all__ = ['MANUAL_TTS_TYPES', 'PIPER_ONLY', 'TextToSpeech', 'OPENAI_VOICES', 'SPEED_RANGE', 'piper_voices', 'model_type',
-           'Dia2TTS', 'UnknownVoice', 'parse_voice_aliases']
+__all__ = ['OPENAI_VOICES', 'MANUAL_TTS_TYPES', 'PIPER_ONLY', 'TextToSpeech', 'SPEED_RANGE', 'piper_voices', 'UnknownVoice',
+           'parse_voice_aliases', 'model_type', 'Dia2TTS']
 
 # %% ../nbs/06c_tts.ipynb #5b0e9f31
 def piper_voices(path: str|Path, # a Piper `X.onnx` (with `X.onnx.json` beside it), or a folder holding such pairs
@@ -28,7 +28,26 @@ def piper_voices(path: str|Path, # a Piper `X.onnx` (with `X.onnx.json` beside i
     except OSError: files = []
     return {f.name[:-5]: f for f in files if is_voice(f)}
 
-# %% ../nbs/06c_tts.ipynb #fd5948e4
+# %% ../nbs/06c_tts.ipynb #7c2e91d0
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse", "marin", "cedar")
+
+class UnknownVoice(ValueError):
+    "A voice the TTS model does not have; the message lists those it has."
+
+def parse_voice_aliases(spec: str|None, # e.g. "alloy=en_US-joe-medium,nova=en_US-joe-medium" (MODEL_SERVER_VOICE_ALIASES)
+                       ) -> dict[str, str]: # {alias in lower case: the voice it stands for}
+    "Read the voice aliases setting; a malformed entry is an error naming it."
+    out = {}
+    for item in (spec or "").split(","):
+        if not item.strip(): continue
+        name, eq, target = item.partition("=")
+        if not (eq and name.strip() and target.strip()):
+            raise ValueError(f"MODEL_SERVER_VOICE_ALIASES: {item.strip()!r} is not `alias=voice` "
+                             "(e.g. 'alloy=en_US-joe-medium,nova=en_US-joe-medium')")
+        out[name.strip().lower()] = target.strip()
+    return out
+
+# %% ../nbs/06c_tts.ipynb #2395666b
 MANUAL_TTS_TYPES = ("dia", "vits")
 PIPER_ONLY = "a Piper voice (ONNX), not a transformers model: only the piper strategy loads it"
 
@@ -53,36 +72,11 @@ def _open_piper(onnx: Path, # the voice's .onnx file
                                                                     "cudnn_conv_algo_search": "HEURISTIC"})])
     return voice
 
+# %% ../nbs/06c_tts.ipynb #fd5948e4
 class Dia2TTS(LoadedModel):
     "Text to speech with a Piper voice, a Dia-family or VITS model, or any pipeline-supported model."
     kind, setting_name = "TTS", "tts_model"
     silence_s = 0.15  # pause put between sentences (at speed 1.0)
-
-    def _piper_skip(self) -> str|None:
-        if not piper_voices(self.path): return "not a Piper voice (an X.onnx with X.onnx.json beside it, or a folder of them)"
-        if importlib.util.find_spec("piper") is None: return "Piper files, but piper is not installed: pip install piper-tts"
-
-    def _manual_skip(self) -> str|None:
-        if piper_voices(self.path): return PIPER_ONLY
-        t = model_type(self.path)
-        if t is None and not Path(self.path).is_dir():
-            from transformers import AutoConfig
-            t = AutoConfig.from_pretrained(self.path, **self.hub_kwargs()).model_type
-        return None if t in MANUAL_TTS_TYPES else f"manual loading knows {', '.join(MANUAL_TTS_TYPES)}, not {t!r}"
-
-    def _pipeline_skip(self) -> str|None:
-        return PIPER_ONLY if piper_voices(self.path) else None
-
-    def _piper_device(self) -> str:
-        "Where Piper runs: the CPU, or the CUDA device when onnxruntime has a CUDA provider."
-        if not self.device.startswith("cuda"): return "cpu"
-        import onnxruntime
-        have = onnxruntime.get_available_providers()
-        if "CUDAExecutionProvider" in have: return self.device
-        why = f"Piper on CUDA needs onnxruntime-gpu (pip install onnxruntime-gpu); this onnxruntime has only {', '.join(have)}"
-        if self.device_setting.strip().lower() == "auto":
-            logger.info(f"{why}, so Piper runs on the CPU"); return "cpu"
-        raise RuntimeError(f"device {self.device!r} was asked for, but {why}. Or set MODEL_SERVER_TTS_DEVICE=cpu (Piper is fast on the CPU).")
 
     def load_piper(self):
         "Piper voices: the default (first) one now, the others on first use."
@@ -138,30 +132,54 @@ class Dia2TTS(LoadedModel):
 
 TextToSpeech = Dia2TTS
 
-# %% ../nbs/06c_tts.ipynb #7c2e91d0
-OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse", "marin", "cedar")
-
-class UnknownVoice(ValueError):
-    "A voice the TTS model does not have; the message lists those it has."
-
-def parse_voice_aliases(spec: str|None, # e.g. "alloy=en_US-joe-medium,nova=en_US-joe-medium" (MODEL_SERVER_VOICE_ALIASES)
-                       ) -> dict[str, str]: # {alias in lower case: the voice it stands for}
-    "Read the voice aliases setting; a malformed entry is an error naming it."
-    out = {}
-    for item in (spec or "").split(","):
-        if not item.strip(): continue
-        name, eq, target = item.partition("=")
-        if not (eq and name.strip() and target.strip()):
-            raise ValueError(f"MODEL_SERVER_VOICE_ALIASES: {item.strip()!r} is not `alias=voice` "
-                             "(e.g. 'alloy=en_US-joe-medium,nova=en_US-joe-medium')")
-        out[name.strip().lower()] = target.strip()
-    return out
-
 @patch
 def voices(self: Dia2TTS) -> list[str]: # Piper: every voice of the model path, sorted; other models: ["default"]
     "The voices this model speaks with."
     return list(self.backend["voices"]) if self.backend["family"] == "piper" else ["default"]
 
+# %% ../nbs/06c_tts.ipynb #aa1cb896
+@patch
+def _piper_skip(self: Dia2TTS) -> str|None:
+    if not piper_voices(self.path): return "not a Piper voice (an X.onnx with X.onnx.json beside it, or a folder of them)"
+    if importlib.util.find_spec("piper") is None: return "Piper files, but piper is not installed: pip install piper-tts"
+
+@patch
+def _manual_skip(self: Dia2TTS) -> str|None:
+    if piper_voices(self.path): return PIPER_ONLY
+    t = model_type(self.path)
+    if t is None and not Path(self.path).is_dir():
+        from transformers import AutoConfig
+        t = AutoConfig.from_pretrained(self.path, **self.hub_kwargs()).model_type
+    return None if t in MANUAL_TTS_TYPES else f"manual loading knows {', '.join(MANUAL_TTS_TYPES)}, not {t!r}"
+
+@patch
+def _pipeline_skip(self: Dia2TTS) -> str|None:
+    return PIPER_ONLY if piper_voices(self.path) else None
+
+@patch
+def _piper_device(self: Dia2TTS) -> str:
+    "Where Piper runs: the CPU, or the CUDA device when onnxruntime has a CUDA provider."
+    if not self.device.startswith("cuda"): return "cpu"
+    import onnxruntime
+    have = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" in have: return self.device
+    why = f"Piper on CUDA needs onnxruntime-gpu (pip install onnxruntime-gpu); this onnxruntime has only {', '.join(have)}"
+    if self.device_setting.strip().lower() == "auto":
+        logger.info(f"{why}, so Piper runs on the CPU"); return "cpu"
+    raise RuntimeError(f"device {self.device!r} was asked for, but {why}. Or set MODEL_SERVER_TTS_DEVICE=cpu (Piper is fast on the CPU).")
+
+@patch
+def _check_aliases(self: Dia2TTS):
+    "Warn at load time about aliases that are malformed or point to a voice this model lacks."
+    try: aliases = parse_voice_aliases(self.settings.voice_aliases)
+    except ValueError as e: logger.warning(str(e)); return
+    have = {v.lower() for v in self.voices()}
+    for a, t in aliases.items():
+        if t.lower() not in have:
+            logger.warning(f"MODEL_SERVER_VOICE_ALIASES: {a}={t}, but the TTS model {self.model_name} has no voice {t!r} "
+                           f"(its voices: {', '.join(self.voices())})")
+
+# %% ../nbs/06c_tts.ipynb #99276542
 @patch(as_prop=True)
 def default_voice(self: Dia2TTS) -> str:
     "The voice used when none is asked for: the first of `voices()`."
@@ -185,17 +203,7 @@ def resolve_voice(self: Dia2TTS, name: str|None=None, # a voice, an alias (MODEL
                        + f"; OpenAI's voice names ({', '.join(OPENAI_VOICES)}) are accepted too, and speak with the "
                        f"default voice {self.default_voice!r} unless aliased")
 
-@patch
-def _check_aliases(self: Dia2TTS):
-    "Warn at load time about aliases that are malformed or point to a voice this model lacks."
-    try: aliases = parse_voice_aliases(self.settings.voice_aliases)
-    except ValueError as e: logger.warning(str(e)); return
-    have = {v.lower() for v in self.voices()}
-    for a, t in aliases.items():
-        if t.lower() not in have:
-            logger.warning(f"MODEL_SERVER_VOICE_ALIASES: {a}={t}, but the TTS model {self.model_name} has no voice {t!r} "
-                           f"(its voices: {', '.join(self.voices())})")
-
+# %% ../nbs/06c_tts.ipynb #9ed46267
 @patch
 def info(self: Dia2TTS) -> dict:
     "The base record (name, device, strategy, attempts) with the voices, the default voice and the sample rate."
@@ -226,6 +234,7 @@ def _piper_sentence(self: Dia2TTS, text: str, voice: str, speed: float) -> tuple
     chunks = [c.audio_float_array for c in v.synthesize(text, syn_config=SynthesisConfig(length_scale=v.config.length_scale/speed))]
     return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), v.config.sample_rate
 
+# %% ../nbs/06c_tts.ipynb #c9590f1b
 def _sentence(self: Dia2TTS, text: str, voice: str, speed: float) -> tuple[np.ndarray, int]:
     "One sentence's waveform (float32, mono; empty when there is nothing to say) and its sample rate."
     b = self.backend
@@ -253,6 +262,7 @@ def _sentence(self: Dia2TTS, text: str, voice: str, speed: float) -> tuple[np.nd
     wav = wav.detach().float().cpu().numpy() if hasattr(wav, "detach") else np.asarray(wav, dtype=np.float32)
     return wav.reshape(-1).astype(np.float32), sr
 
+# %% ../nbs/06c_tts.ipynb #f5f907e9
 @patch
 def stream_sentences(self: Dia2TTS, text: str, # what to say
                      voice: str|None=None, # a voice of `voices()`, an alias, one of OpenAI's names, or None for the default
@@ -272,6 +282,7 @@ def stream_sentences(self: Dia2TTS, text: str, # what to say
                                         f"(no words the voice {voice!r} can pronounce)")
     return gen()
 
+# %% ../nbs/06c_tts.ipynb #d7754f21
 @patch
 def synthesize_stream(self: Dia2TTS, text: str, # what to say
                       voice: str|None=None, # a voice of `voices()`, an alias, one of OpenAI's names, or None for the default
@@ -286,6 +297,7 @@ def synthesize_stream(self: Dia2TTS, text: str, # what to say
         finally: sentences.close()
     return gen()
 
+# %% ../nbs/06c_tts.ipynb #d7805aa9
 @patch
 def synthesize_array(self: Dia2TTS, text: str, # what to say
                      voice: str|None=None, # a voice of `voices()`, an alias, one of OpenAI's names, or None for the default
@@ -295,6 +307,7 @@ def synthesize_array(self: Dia2TTS, text: str, # what to say
     pieces = list(self.synthesize_stream(text, voice=voice, speed=speed))
     return np.concatenate([w for w, _ in pieces]), pieces[-1][1]
 
+# %% ../nbs/06c_tts.ipynb #99d3d559
 @patch
 def synthesize(self: Dia2TTS, text: str, # what to say
                output_path: str|Path|None=None, # where to write the WAV (default: a new temporary file)
