@@ -8,7 +8,7 @@ import re, time
 from dataclasses import dataclass, field
 import numpy as np
 from ..audio import wav_bytes
-from ..llm import TOOL_CLOSE, TOOL_OPEN, ToolCall, split_tool_calls, tool_choice_mode, tool_stream
+from ..tools import TOOL_CLOSE, TOOL_OPEN, ToolCall, split_tool_calls, tool_choice_mode, tool_stream
 
 # %% auto #0
 __all__ = ['SimpleReply', 'FakeLLM', 'FakeSTT', 'FakeTTS', 'fakes', 'tone_wav', 'sse_events', 'expect_error']

@@ -5,7 +5,7 @@
 # %% ../../nbs/09e_server_generation.ipynb #6c108010
 from __future__ import annotations
 from ..config import Settings
-from ..llm import StopCutter, cut_at_stop  # the LLM's own: one stop scanner for the model and the server
+from ..chat import cut_at_stop  # re-exported for the seed's /generate
 from .errors import ApiError
 
 # %% auto #0

@@ -4,17 +4,17 @@
 
 # %% ../../../nbs/09j_server_chat.ipynb #6c27c404
 from __future__ import annotations
-import json, threading, time
+import json, time
 from fastapi import APIRouter, Security
 from fastapi.responses import StreamingResponse
 from ...config import logger
-from ...llm import ToolCall, check_tool_schemas
+from ...tools import ToolCall, check_tool_schemas
 from ...loading import one_line
 from ...schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice, ChunkChoice,
     Delta, FunctionDelta, MessageToolCall, ModelCard, ModelList, ToolCallDelta, Usage, completion_id)
 from ..deps import LLM, ClientLeft, LimitedRoute, Server, access
 from ..errors import SSE_EVENT_SCHEMA, ApiError, check_unicode, error_responses
-from ..generation import StopCutter, check_text, cut_at_stop, llm_options
+from ..generation import check_text, llm_options
 from ..slots import ModelSlot, ServerState, call_model, model_error, model_names, primed, resolve_model, stream_on_slot
 
 # %% auto #0
@@ -69,33 +69,29 @@ async def stream_chat_events(st: ServerState, # the app's state
                             ) -> StreamingResponse:
     "Start a streamed chat completion; answer with its SSE stream."
     model, opts, messages = slot.require(), {**llm_options(req.options()), **req.tool_options()}, req.model_messages()
-    usage, stop = {}, threading.Event()  # the model fills `usage` as it ends; `stop` ends it at a stop string
-    try: pieces = await primed(stream_on_slot(slot, lambda: model.stream_chat(messages, usage=usage, **opts), client_left, stop))
+    usage = {}  # the model fills it as it ends
+    try: pieces = await primed(stream_on_slot(slot, lambda: model.stream_chat(messages, usage=usage, **opts), client_left))
     except Exception as e: raise model_error(slot.label, e) from None  # e.g. a 400 for a refused option, a 503 from lost Ray replicas
     cid, created, name = completion_id(), int(time.time()), name or slot.model_id
     chunk = lambda delta, finish=None, usage=None, choices=True: ChatCompletionChunk(
         id=cid, created=created, model=name, usage=usage, choices=[ChunkChoice(delta=delta, finish_reason=finish)] if choices else [])
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     async def events():
-        scan, calls, n = StopCutter(req.stop), 0, 0
+        calls, n = 0, 0
         try:
             yield sse(chunk(Delta(role="assistant", content="")))
-            async for piece in pieces:
+            async for piece in pieces:  # text ending before any stop string: the model cut it
                 n += 1
-                if scan.stopped: continue  # made before the model heard to stop
                 if isinstance(piece, ToolCall):
                     if piece.error: yield sse(chunk(Delta(content=refused_call_text(piece))))
                     else:
                         for d in call_deltas(piece, calls): yield sse(chunk(d))
                         calls += 1
                     continue
-                if text := scan.feed(piece): yield sse(chunk(Delta(content=text)))
-                if scan.stopped: stop.set()  # the model stops; its usage comes once it has
-            if rest := scan.flush(): yield sse(chunk(Delta(content=rest)))
+                if piece: yield sse(chunk(Delta(content=piece)))
             u = Usage.of(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", n)))
             st.metrics.prompt_tokens.inc(u.prompt_tokens); st.metrics.tokens.inc(u.completion_tokens)
-            finish = "tool_calls" if calls else "stop" if scan.stopped or usage.get("finish_reason") == "tool_calls" \
-                else usage.get("finish_reason", "stop")
+            finish = "tool_calls" if calls else "stop" if usage.get("finish_reason") == "tool_calls" else usage.get("finish_reason", "stop")
             yield sse(chunk(Delta(), finish, None if include_usage else u))
             if include_usage: yield sse(chunk(None, usage=u, choices=False))
         except Exception as e:  # the status is sent: the stream says what went wrong
@@ -111,15 +107,13 @@ STREAM_DOC = {"description": "`ChatCompletion` as JSON; with `stream: true`, ser
                              "ending with `data: [DONE]`",
               "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}}
 
-def reply_message(reply, # the LLM's `Reply` (text, tool_calls)
-                  stops: list[str]|None, # the request's stop strings
+def reply_message(reply, # the LLM's `Reply` (text, tool_calls), its text already cut at the stop strings
                  ) -> tuple[AssistantMessage, str]: # the message and its finish_reason
     "A whole reply as OpenAI's message: valid calls as `tool_calls`, refused ones reported in the content."
-    text, stopped = cut_at_stop(reply.text, stops)
-    calls = getattr(reply, "tool_calls", None) or []
+    text, calls = reply.text, getattr(reply, "tool_calls", None) or []
     ok, bad = [c for c in calls if not c.error], [c for c in calls if c.error]
     content = " ".join([t for t in [text] if t] + [refused_call_text(c) for c in bad])
-    if not ok: return AssistantMessage(content=content), "stop" if stopped or reply.finish_reason == "tool_calls" else reply.finish_reason
+    if not ok: return AssistantMessage(content=content), "stop" if reply.finish_reason == "tool_calls" else reply.finish_reason
     return AssistantMessage(content=content or None, tool_calls=[MessageToolCall(id=c.id, function={"name": c.name, "arguments": c.arguments})
                                                                 for c in ok]), "tool_calls"
 
@@ -140,6 +134,6 @@ async def chat_completions(req: ChatCompletionRequest, st: Server, llm: LLM, lef
     if req.stream: return await stream_chat_events(st, llm, req, left, name)
     reply = await call_model(llm, "chat", req.model_messages(), client_left=left, **llm_options(req.options()), **req.tool_options())
     st.metrics.prompt_tokens.inc(reply.prompt_tokens); st.metrics.tokens.inc(reply.completion_tokens)
-    message, finish = reply_message(reply, req.stop)
+    message, finish = reply_message(reply)
     return ChatCompletion(model=name, usage=Usage.of(reply.prompt_tokens, reply.completion_tokens),
                           choices=[Choice(message=message, finish_reason=finish)])
