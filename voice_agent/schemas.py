@@ -4,21 +4,23 @@
 
 # %% ../nbs/07_schemas.ipynb #056b4f4d
 from __future__ import annotations
-import json, math, time, uuid
+import json, time, uuid
 from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
-from .llm import MAX_NEW_TOKENS_LIMIT, build_messages, stop_list, tool_choice_mode  # one definition each, shared with the in-process API
+from .chat import MAX_NEW_TOKENS_LIMIT, build_messages, stop_list  # one definition each, shared with the in-process API
+from .tools import tool_choice_mode
+from voice_agent.audio_schemas import (SPEECH_FORMATS, STREAM_FORMATS, TIMESTAMP_GRANULARITIES, TRANSCRIPTION_FORMATS,
+    TRANSCRIPTION_INCLUDES, DurationUsage, SpeechAudioDelta, SpeechAudioDone, SpeechOptions, SpeechRequest, TTSRequest,
+    TranscriptionJson, TranscriptionLogprob, TranscriptionResponse, TranscriptionSegment, TranscriptionVerbose,
+    TranscriptionWord)  # re-exported: the speech and transcription models have their own page
 
 # %% auto #0
-__all__ = ['MAX_STOP_SEQUENCES', 'Stop', 'Role', 'ModelState', 'FinishReason', 'SPEECH_FORMATS', 'STREAM_FORMATS',
-           'TRANSCRIPTION_FORMATS', 'TIMESTAMP_GRANULARITIES', 'TRANSCRIPTION_INCLUDES', 'GenerationOptions',
-           'FunctionCall', 'MessageToolCall', 'ChatMessage', 'GenerateRequest', 'GenerateResponse',
-           'TranscriptionResponse', 'SpeechOptions', 'TTSRequest', 'AttemptInfo', 'ModelHealth', 'HealthResponse',
-           'StreamOptions', 'FunctionDef', 'ToolDef', 'NamedFunction', 'NamedToolChoice', 'ChatCompletionRequest',
-           'Usage', 'AssistantMessage', 'Choice', 'completion_id', 'ChatCompletion', 'FunctionDelta', 'ToolCallDelta',
-           'Delta', 'ChunkChoice', 'ChatCompletionChunk', 'ModelCard', 'ModelList', 'SpeechRequest', 'SpeechAudioDelta',
-           'SpeechAudioDone', 'TranscriptionWord', 'TranscriptionSegment', 'TranscriptionLogprob', 'TranscriptionJson',
-           'DurationUsage', 'TranscriptionVerbose', 'ErrorDetail', 'ErrorResponse', 'describe_validation_errors']
+__all__ = ['MAX_STOP_SEQUENCES', 'Stop', 'Role', 'ModelState', 'FinishReason', 'GenerationOptions', 'FunctionCall',
+           'MessageToolCall', 'ChatMessage', 'GenerateRequest', 'GenerateResponse', 'AttemptInfo', 'ModelHealth',
+           'HealthResponse', 'StreamOptions', 'FunctionDef', 'ToolDef', 'NamedFunction', 'NamedToolChoice',
+           'ChatCompletionRequest', 'Usage', 'AssistantMessage', 'Choice', 'completion_id', 'ChatCompletion',
+           'FunctionDelta', 'ToolCallDelta', 'Delta', 'ChunkChoice', 'ChatCompletionChunk', 'ModelCard', 'ModelList',
+           'ErrorDetail', 'ErrorResponse', 'describe_validation_errors']
 
 # %% ../nbs/07_schemas.ipynb #34e76373
 MAX_STOP_SEQUENCES = 4
@@ -152,31 +154,6 @@ class GenerateResponse(BaseModel):
     "Answer of `POST /generate`."
     response: str
 
-class TranscriptionResponse(BaseModel):
-    "Answer of `POST /stt`, and `/v1/audio/transcriptions` with `response_format=json`."
-    text: str
-
-class SpeechOptions(BaseModel):
-    "The voice and speaking rate of a speech request."
-    voice: str|None = Field(None, description="a voice of the TTS model (default: its first), or one of OpenAI's names (mapped to a present voice)")
-    speed: float = Field(1.0, strict=True, ge=0.25, le=4.0, allow_inf_nan=False, description="speaking rate: 2.0 is twice as fast")
-
-    def tts_options(self) -> dict:
-        "`voice` and `speed` for the model, only where they differ from the defaults (so models without voices take them too)."
-        return {**({"voice": self.voice} if self.voice else {}), **({"speed": self.speed} if self.speed != 1.0 else {})}
-
-class TTSRequest(SpeechOptions):
-    "Body of `POST /tts`."
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    text: str = Field(min_length=1, description="what to say")
-    stream: bool = Field(False, strict=True, description="send the WAV in chunks as each sentence is made (its header then says the length is unknown)")
-
-    @field_validator("text", mode="after")
-    @classmethod
-    def not_blank(cls, v):
-        if not v.strip(): raise ValueError("text must not be blank")
-        return v
-
 # %% ../nbs/07_schemas.ipynb #a0e8c77d
 ModelState = Literal["pending", "loading", "ready", "failed", "disabled"]
 
@@ -208,7 +185,7 @@ class HealthResponse(BaseModel):
     status: Literal["ok", "degraded", "loading"]
     models: dict[str, ModelHealth]
 
-# %% ../nbs/07_schemas.ipynb #5af73055
+# %% ../nbs/07_schemas.ipynb #f0497f58
 class StreamOptions(BaseModel):
     include_usage: bool = Field(False, strict=True)
 
@@ -233,6 +210,7 @@ class NamedToolChoice(BaseModel):
     type: Literal["function"] = "function"
     function: NamedFunction
 
+# %% ../nbs/07_schemas.ipynb #0fb956b2
 class ChatCompletionRequest(BaseModel):
     "Body of `POST /v1/chat/completions`."
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, protected_namespaces=())
@@ -292,6 +270,7 @@ class ChatCompletionRequest(BaseModel):
         "Characters of the conversation, calls' arguments included (checked against `max_text_chars`; tools are bounded by the body limit and the context)."
         return sum(len(m.content) + sum(len(c.function.arguments) for c in m.tool_calls or []) for m in self.messages)
 
+# %% ../nbs/07_schemas.ipynb #edc90809
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -330,6 +309,7 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: Usage
 
+# %% ../nbs/07_schemas.ipynb #ce2b77f6
 class FunctionDelta(BaseModel):
     name: str|None = None
     arguments: str|None = None
@@ -374,94 +354,6 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
-
-# %% ../nbs/07_schemas.ipynb #aaf3867f
-SPEECH_FORMATS = ("wav", "pcm", "flac", "mp3", "opus")
-STREAM_FORMATS = ("audio", "sse")
-TRANSCRIPTION_FORMATS = ("json", "text", "verbose_json", "srt", "vtt")
-TIMESTAMP_GRANULARITIES = ("segment", "word")
-TRANSCRIPTION_INCLUDES = ("logprobs",)
-
-class SpeechRequest(SpeechOptions):
-    "Body of `POST /v1/audio/speech`."
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, protected_namespaces=())
-    model: str|None = None
-    input: str = Field(min_length=1)
-    response_format: str = "mp3"
-    stream_format: str = Field("audio", description="audio: the bytes, chunked as each sentence is made; sse: server-sent "
-                               "events `speech.audio.delta` (base64 audio) then `speech.audio.done`")
-    instructions: str|None = None
-
-    @field_validator("response_format", mode="after")
-    @classmethod
-    def check_format(cls, v):
-        if v not in SPEECH_FORMATS: raise ValueError(f"response_format {v!r} is not supported: use one of {', '.join(SPEECH_FORMATS)}")
-        return v
-
-    @field_validator("stream_format", mode="after")
-    @classmethod
-    def check_stream_format(cls, v):
-        if v not in STREAM_FORMATS: raise ValueError(f"stream_format {v!r} is not supported: use audio or sse")
-        return v
-
-    @field_validator("input", mode="after")
-    @classmethod
-    def not_blank(cls, v):
-        if not v.strip(): raise ValueError("input must not be blank")
-        return v
-
-class SpeechAudioDelta(BaseModel):
-    "A piece of speech, as `stream_format: sse` sends it."
-    type: Literal["speech.audio.delta"] = "speech.audio.delta"
-    audio: str  # base64 of the next bytes of the response_format's stream
-
-class SpeechAudioDone(BaseModel):
-    "The end of a `stream_format: sse` speech stream (no `usage`: a local voice counts no tokens)."
-    type: Literal["speech.audio.done"] = "speech.audio.done"
-
-class TranscriptionWord(BaseModel):
-    word: str
-    start: float
-    end: float
-    probability: float|None = None  # our addition: faster-whisper's confidence in the word
-
-class TranscriptionSegment(BaseModel):
-    id: int
-    seek: int
-    start: float
-    end: float
-    text: str
-    tokens: list[int] = []
-    temperature: float = 0.0
-    avg_logprob: float|None = None  # None where the backend does not compute it (transformers)
-    compression_ratio: float|None = None
-    no_speech_prob: float|None = None
-
-class TranscriptionLogprob(BaseModel):
-    "One entry of `logprobs` (`include[]=logprobs`): here a word, with the log of faster-whisper's probability for it."
-    token: str
-    logprob: float
-    bytes: list[int]
-
-class TranscriptionJson(BaseModel):
-    "Answer of `/v1/audio/transcriptions` with `response_format=json`."
-    text: str
-    logprobs: list[TranscriptionLogprob]|None = None
-
-class DurationUsage(BaseModel):
-    type: Literal["duration"] = "duration"
-    seconds: float
-
-class TranscriptionVerbose(BaseModel):
-    "Answer of `/v1/audio/transcriptions` with `response_format=verbose_json`."
-    task: Literal["transcribe"] = "transcribe"
-    language: str = "en"
-    duration: float
-    text: str
-    segments: list[TranscriptionSegment]|None = None
-    words: list[TranscriptionWord]|None = None
-    logprobs: list[TranscriptionLogprob]|None = None
-    usage: DurationUsage|None = None
 
 # %% ../nbs/07_schemas.ipynb #bad41178
 class ErrorDetail(BaseModel):
