@@ -5,7 +5,6 @@
 # %% ../../nbs/09e_server_generation.ipynb #6c108010
 from __future__ import annotations
 from ..config import Settings
-from ..chat import cut_at_stop  # re-exported for the seed's /generate
 from .errors import ApiError
 
 # %% auto #0

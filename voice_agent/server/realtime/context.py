@@ -5,7 +5,8 @@
 # %% ../../../nbs/09ka3_realtime_context.ipynb #18bc35bf
 from __future__ import annotations
 from typing import Callable
-from ...llm import OpenSourceLLM, context_size, with_system_prompt
+from ...chat import with_system_prompt
+from ...llm import OpenSourceLLM, context_size
 
 # %% auto #0
 __all__ = ['RETAIN', 'prompt_tokens', 'model_context', 'trim_history', 'fit_context']

@@ -12,7 +12,7 @@ from ...schemas import GenerateRequest, GenerateResponse, TTSRequest, Transcript
 from ..audio_io import audio_responses, decode_upload, read_upload
 from ..deps import LLM, STT, TTS, ClientLeft, LimitedRoute, Server, access
 from ..errors import check_unicode, error_responses
-from ..generation import check_text, cut_at_stop, llm_options
+from ..generation import check_text, llm_options
 from ..slots import call_model
 from ..speech import stream_speech
 
@@ -29,7 +29,7 @@ async def generate(body: GenerateRequest, st: Server, llm: LLM, left: ClientLeft
     check_text(body.text_chars(), st.settings, "prompt"); check_unicode(body.model_dump(exclude_none=True))
     reply = await call_model(llm, "chat", body.messages(), client_left=left, **llm_options(body.options()))
     st.metrics.prompt_tokens.inc(reply.prompt_tokens); st.metrics.tokens.inc(reply.completion_tokens)
-    return GenerateResponse(response=cut_at_stop(reply.text, body.stop)[0])
+    return GenerateResponse(response=reply.text)  # the model cut it at the stop strings (it owns them)
 
 @router.post("/stt", response_model=TranscriptionResponse)
 async def stt(st: Server, slot: STT, left: ClientLeft,
