@@ -168,7 +168,7 @@ def _refresh(self: DiagnosticsPanel):
     worst = next((lv for lv in ("error", "warning") if any(f.get("level") == lv for f in findings)), None)
     self.summary.value = (f'<div class="va-summary">{badge(d["status"])} · {ready} of {len(models)} models ready · '
                           + ("offline" if d.get("offline") else "online")
-                          + (f" · hardware: {badge(worst)}" if worst else "") + "</div>")
+                          + (f" · hardware: {badge(worst, worst)}" if worst else "") + "</div>")
     if problems: self.error.value = error_box("\n".join(problems), "The panel could not read everything")
     self.progress.value = 3
     self.status.value = f"{badge('refreshed', 'ok')} at {time.strftime('%H:%M:%S')} in {time.perf_counter()-t0:.1f} s"
