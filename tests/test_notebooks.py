@@ -94,7 +94,8 @@ def test_readme_is_generated_from_index():
 
 def test_package_imports_without_nbdev():
     "The installed package imports with nbdev and execnb unavailable, and its metadata doesn't require them (fastcore is a runtime dependency: `@patch`)."
-    mods = sorted(p.stem for p in (ROOT/"voice_agent").glob("*.py") if not p.stem.startswith("_"))
+    mods = sorted(".".join(p.relative_to(ROOT/"voice_agent").with_suffix("").parts) for p in (ROOT/"voice_agent").rglob("*.py")
+                  if not p.stem.startswith("_"))  # subpackages too (server.*, server.realtime.*, ...)
     code = ("import sys\nfor m in ('nbdev', 'execnb'): sys.modules[m] = None\n"
             + "".join(f"import voice_agent.{m}\n" for m in mods))
     r = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=300)
@@ -113,7 +114,8 @@ def test_client_needs_only_the_core_requirements():
     "`pip install voice_agent` gives the client: it imports with every server, model and widget library unavailable,"
     " and the core requirements name none of them (they are the [server], [widgets] and [local] extras)."
     code = ("import sys\nfor m in %r: sys.modules[m] = None\n" % HEAVY
-            + "import voice_agent.model_client as mc, voice_agent.schemas\nprint(mc.ModelClient.__name__)\n")
+            + "import voice_agent.model_client as mc, voice_agent.schemas, voice_agent.chat, voice_agent.tools\n"
+              "assert 'voice_agent.llm' not in sys.modules, 'the client imported the loader'\nprint(mc.ModelClient.__name__)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ModelClient" in r.stdout, r.stderr[-4000:]
     from configparser import ConfigParser

@@ -8,21 +8,14 @@ from collections import OrderedDict
 from pathlib import Path
 from .config import logger
 from .loading import one_line
+from .formats import gguf_file  # re-exported: the LLM and the docs import it from here
+
 
 # %% auto #0
-__all__ = ['gguf_file', 'llama_cpp_skip_reason', 'llama_chat_formatter', 'llama_options', 'common_prefix', 'PromptCache',
-           'llama_state', 'set_llama_state', 'switch_conversation']
+__all__ = ['llama_cpp_skip_reason', 'llama_chat_formatter', 'llama_options', 'common_prefix', 'PromptCache', 'llama_state',
+           'set_llama_state', 'switch_conversation']
 
 # %% ../nbs/05d_llama.ipynb #807b7f27
-def gguf_file(path: str|Path, # a resolved model path: a file or a folder
-             ) -> Path|None: # the GGUF file to load, or None when the model is not GGUF
-    "The GGUF file of a model path: the path itself, or the one in a folder (the first by name when there are several)."
-    p = Path(path)
-    if p.is_file(): return p if p.suffix.lower() == ".gguf" else None
-    files = sorted(f for f in p.glob("*.gguf") if f.is_file()) if p.is_dir() else []
-    if len(files) > 1: logger.info(f"{p} holds {len(files)} GGUF files ({', '.join(f.name for f in files)}); using {files[0].name}")
-    return files[0] if files else None
-
 def llama_cpp_skip_reason(gguf: Path|None, # `gguf_file(path)`
                          ) -> str|None: # why llama.cpp does not apply, or None
     "Why the llama.cpp strategy does not apply to this model here."

@@ -11,10 +11,12 @@ from typing import Any, Callable
 from .config import Settings, get_settings, logger
 from .offline import ensure_model_exists
 from .hardware import torch_info, bnb_info
+from .formats import is_ctranslate2_dir  # re-exported
+
 
 # %% auto #0
 __all__ = ['PICKLE_SUFFIXES', 'Strategy', 'Attempt', 'one_line', 'LoadingFailed', 'LoadResult', 'load_with_fallback',
-           'UnsafeWeights', 'is_ctranslate2_dir', 'check_weights_safe', 'cuda_available', 'pick_device', 'LoadedModel']
+           'UnsafeWeights', 'check_weights_safe', 'cuda_available', 'pick_device', 'LoadedModel']
 
 # %% ../nbs/05_loading.ipynb #d5712649
 @dataclass
@@ -94,14 +96,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 class UnsafeWeights(ValueError):
     "A model folder holds only pickle weights and pickle loading is not allowed."
-
-def is_ctranslate2_dir(path: Path) -> bool:
-    "A CTranslate2 model folder (faster-whisper's format): `model.bin` with a vocabulary, no transformers `model_type`."
-    p = Path(path)
-    if not ((p/"model.bin").is_file() and (p/"config.json").is_file()): return False
-    try: cfg = json.loads((p/"config.json").read_text())
-    except (OSError, ValueError): return False
-    return "model_type" not in cfg and any((p/f).exists() for f in ("vocabulary.txt", "vocabulary.json", "tokenizer.json"))
 
 def check_weights_safe(path: str|Path, # a resolved model folder (a Hub id is checked by transformers itself)
                        allow_pickle: bool=False, # MODEL_SERVER_ALLOW_PICKLE

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json, os, threading
 from pathlib import Path
 from .config import Settings, get_settings, env_flag, logger
+from .formats import MODEL_KINDS, MODEL_MARKERS, is_model, is_model_dir, is_model_file  # re-exported: what a model is, decided once
+
 
 # %% auto #0
-__all__ = ['OFFLINE_VARS', 'MODEL_MARKERS', 'MODEL_KINDS', 'offline_reasons', 'is_offline_mode', 'ModelNotAvailable',
-           'is_model_file', 'is_model_dir', 'is_model', 'looks_like_repo_id', 'find_in_hf_cache', 'cached_models',
-           'model_folders', 'probe_hub', 'dependent_models', 'ensure_model_exists', 'PackageMissing', 'packaged_model']
+__all__ = ['OFFLINE_VARS', 'offline_reasons', 'is_offline_mode', 'ModelNotAvailable', 'looks_like_repo_id', 'find_in_hf_cache',
+           'cached_models', 'model_folders', 'probe_hub', 'dependent_models', 'ensure_model_exists', 'PackageMissing',
+           'packaged_model']
 
 # %% ../nbs/01_offline.ipynb #3ed6ad1d
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_OFFLINE", "HF_FORCE_OFFLINE")
@@ -45,27 +47,6 @@ class ModelNotAvailable(FileNotFoundError):
         super().__init__("\n".join(lines))
 
 # %% ../nbs/01_offline.ipynb #6ac64fbe
-MODEL_MARKERS = ("config.json", "model.bin", "model_index.json")
-MODEL_KINDS = "config.json (transformers), model.bin (CTranslate2), a .gguf file (llama.cpp) or a Piper voice (.onnx + .onnx.json)"
-
-def is_model_file(path: Path) -> bool:
-    "A model in one file: a GGUF file (llama.cpp, Ollama) or a Piper voice (`X.onnx` with `X.onnx.json` beside it)."
-    p = Path(path)
-    if not p.is_file(): return False
-    if p.suffix.lower() == ".gguf": return True
-    return p.suffix.lower() == ".onnx" and p.with_name(p.name + ".json").is_file()
-
-def is_model_dir(path: Path) -> bool:
-    "A folder that holds a model: a transformers `config.json`, a CTranslate2 `model.bin`, a GGUF file or a Piper voice."
-    p = Path(path)
-    if not p.is_dir(): return False
-    if any((p/m).is_file() for m in MODEL_MARKERS): return True
-    return any(is_model_file(f) for f in p.iterdir() if f.suffix.lower() in (".gguf", ".onnx"))
-
-def is_model(path: Path) -> bool:
-    "A model folder or a one-file model."
-    return is_model_dir(path) or is_model_file(path)
-
 def looks_like_repo_id(name: str) -> bool:
     "Whether `name` can be a Hub id (`name` or `org/name`)."
     parts = name.split("/")

@@ -8,7 +8,8 @@ import re, zlib
 import numpy as np
 from .offline import ensure_model_exists  # re-exported: the seed's model modules each offered it
 from .audio import load_audio, split_audio
-from .loading import LoadedModel, Strategy, is_ctranslate2_dir
+from .loading import LoadedModel, Strategy
+from .formats import is_ctranslate2_dir
 from fastcore.basics import patch
 
 # %% auto #0

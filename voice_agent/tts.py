@@ -13,20 +13,12 @@ from .config import logger
 from .offline import ensure_model_exists  # re-exported: the seed's model modules each offered it
 from .audio import split_sentences, wav_bytes
 from .loading import LoadedModel, Strategy, one_line
+from .formats import model_type, piper_voices  # re-exported
+
 
 # %% auto #0
-__all__ = ['OPENAI_VOICES', 'MANUAL_TTS_TYPES', 'PIPER_ONLY', 'TextToSpeech', 'SPEED_RANGE', 'piper_voices', 'UnknownVoice',
-           'parse_voice_aliases', 'model_type', 'Dia2TTS']
-
-# %% ../nbs/06c_tts.ipynb #5b0e9f31
-def piper_voices(path: str|Path, # a Piper `X.onnx` (with `X.onnx.json` beside it), or a folder holding such pairs
-                ) -> dict[str, Path]: # {voice name (the file stem): its .onnx file}, sorted by name; empty when there are none
-    "The Piper voices at `path`."
-    p = Path(path)
-    is_voice = lambda f: f.name.lower().endswith(".onnx") and f.is_file() and f.with_name(f.name + ".json").is_file()
-    try: files = [p] if p.is_file() else sorted(p.iterdir(), key=lambda f: f.name) if p.is_dir() else []
-    except OSError: files = []
-    return {f.name[:-5]: f for f in files if is_voice(f)}
+__all__ = ['OPENAI_VOICES', 'MANUAL_TTS_TYPES', 'PIPER_ONLY', 'TextToSpeech', 'SPEED_RANGE', 'UnknownVoice',
+           'parse_voice_aliases', 'Dia2TTS']
 
 # %% ../nbs/06c_tts.ipynb #7c2e91d0
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse", "marin", "cedar")
@@ -50,11 +42,6 @@ def parse_voice_aliases(spec: str|None, # e.g. "alloy=en_US-joe-medium,nova=en_U
 # %% ../nbs/06c_tts.ipynb #2395666b
 MANUAL_TTS_TYPES = ("dia", "vits")
 PIPER_ONLY = "a Piper voice (ONNX), not a transformers model: only the piper strategy loads it"
-
-def model_type(path: str|Path) -> str|None:
-    "The `model_type` in a model folder's config.json (None for a Hub id or a folder without one)."
-    try: return json.loads((Path(path)/"config.json").read_text()).get("model_type")
-    except (OSError, ValueError): return None
 
 def _open_piper(onnx: Path, # the voice's .onnx file
                 device: str="cpu", # "cpu", "cuda" or "cuda:N"

@@ -10,6 +10,8 @@ from fastcore.basics import patch
 from .errors import ApiError
 from .model_slot import ModelSlot
 from .state import ServerState, model_setting
+from ..formats import gguf_files, piper_voices
+
 
 # %% auto #0
 __all__ = ['WHISPER_WIDTHS', 'GENERIC_DIRS', 'OPENAI_NAMES', 'ct2_variables', 'whisper_ct2_name', 'readable_id', 'model_names',
@@ -49,9 +51,9 @@ def readable_id(name: str, # a configured model: a Hub id, a file or a folder
     p = Path(name)
     if not name or not p.exists(): return name
     if m := re.search(r"models--([^/]+)--([^/]+)", p.as_posix()): return f"{m.group(1)}/{m.group(2)}"  # the Hub cache
-    if p.is_file(): return _QUANT.sub("", p.stem) if p.suffix.lower() == ".gguf" else p.stem
-    if ggufs := sorted(p.glob("*.gguf")): return _QUANT.sub("", ggufs[0].stem)
-    if voices := sorted(x for x in p.glob("*.onnx") if x.with_name(x.name + ".json").exists()): return voices[0].stem
+    if ggufs := gguf_files(p): return _QUANT.sub("", ggufs[0].stem)
+    if p.is_file(): return p.stem
+    if voices := piper_voices(p): return next(iter(voices))
     if (p/"model.bin").exists() and (w := whisper_ct2_name(p)): return w
     while p.name.lower() in GENERIC_DIRS and p.parent != p: p = p.parent
     return p.name
