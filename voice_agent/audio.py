@@ -8,10 +8,13 @@ import io, math, re, struct
 from pathlib import Path
 import numpy as np
 
+SPEECH_RATE = 24000  # OpenAI's speech formats and the Realtime API's PCM: 24 kHz mono, in and out
+
+
 # %% auto #0
-__all__ = ['RATE_RANGE', 'MAX_CHANNELS', 'DECODE_RATE', 'DECODE_BLOCK', 'UNKNOWN_SIZE', 'AudioError', 'to_mono', 'resample',
-           'AudioTooLarge', 'check_audio_size', 'StreamResampler', 'decode_audio', 'decode_mono', 'load_audio', 'pcm16',
-           'wav_header', 'wav_bytes', 'split_audio', 'split_sentences']
+__all__ = ['SPEECH_RATE', 'RATE_RANGE', 'MAX_CHANNELS', 'DECODE_RATE', 'DECODE_BLOCK', 'UNKNOWN_SIZE', 'AudioError', 'to_mono',
+           'resample', 'AudioTooLarge', 'check_audio_size', 'StreamResampler', 'decode_audio', 'decode_mono',
+           'load_audio', 'pcm16', 'wav_header', 'wav_bytes', 'split_audio', 'split_sentences']
 
 # %% ../nbs/04_audio.ipynb #67197360
 class AudioError(ValueError):

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
 import numpy as np
+from .audio import SPEECH_RATE
+
 
 # %% auto #0
 __all__ = ['VAD_RATE', 'FRAME', 'CONTEXT', 'FRAME_MS', 'silero_session', 'SileroVAD', 'VADParams', 'VADEvent', 'TurnDetector']
@@ -77,7 +79,7 @@ class VADEvent:
 class TurnDetector:
     "Find where speech starts and stops in a stream of audio fed piece by piece."
     def __init__(self, params: VADParams|None=None, # threshold, prefix padding, silence duration
-                 rate: int=24000, # the rate of the audio fed
+                 rate: int=SPEECH_RATE, # the rate of the audio fed
                  prob: Callable[[np.ndarray], float]|None=None, # frame -> speech probability (default: a new `SileroVAD`)
                 ):
         self.params, self.rate, self.prob = (params or VADParams()).check(), rate, prob or SileroVAD()

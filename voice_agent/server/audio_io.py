@@ -10,13 +10,13 @@ from typing import Callable
 import numpy as np
 from fastapi import UploadFile
 from ..config import Settings
-from ..audio import AudioError, AudioTooLarge, decode_mono, pcm16, resample, wav_bytes, wav_header
+from ..audio import SPEECH_RATE, AudioError, AudioTooLarge, decode_mono, pcm16, resample, wav_bytes, wav_header
 from .errors import ApiError
 
 # %% auto #0
-__all__ = ['AUDIO_TYPES', 'BODY_SLACK', 'DECODES_AT_ONCE', 'SPEECH_MEDIA_TYPES', 'SPEECH_RATE', 'STREAMED_FORMATS',
-           'upload_body_limit', 'read_upload', 'DecodeGate', 'decode_gate', 'decode_upload', 'encode_audio',
-           'audio_responses', 'SpeechEncoder']
+__all__ = ['AUDIO_TYPES', 'BODY_SLACK', 'DECODES_AT_ONCE', 'SPEECH_MEDIA_TYPES', 'STREAMED_FORMATS', 'upload_body_limit',
+           'read_upload', 'DecodeGate', 'decode_gate', 'decode_upload', 'encode_audio', 'audio_responses',
+           'SpeechEncoder']
 
 # %% ../../nbs/09d_server_audio_io.ipynb #7c2e55b2
 AUDIO_TYPES = ("audio/", "video/", "application/octet-stream", "application/ogg", "binary/octet-stream")
@@ -89,7 +89,6 @@ async def decode_upload(data: bytes, # the uploaded file
 
 # %% ../../nbs/09d_server_audio_io.ipynb #408fdea8
 SPEECH_MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac", "mp3": "audio/mpeg", "opus": "audio/ogg"}
-SPEECH_RATE = 24000  # OpenAI's speech formats are 24 kHz mono
 
 def _at_rate(x: np.ndarray, sr: int, rate: int|None) -> np.ndarray:
     "Mono float32 at `rate` (None: as it is), clipped to [-1, 1] after resampling."

@@ -13,6 +13,8 @@ from ..loading import one_line
 from ..schemas import SpeechAudioDelta, SpeechAudioDone
 from .audio_io import SpeechEncoder
 from .slots import ModelSlot, model_error, primed, stream_on_slot
+from ..audio import SPEECH_RATE
+
 
 # %% auto #0
 __all__ = ['SSE_HEADERS', 'speech_pieces', 'stream_speech']
@@ -34,7 +36,7 @@ async def stream_speech(slot: ModelSlot, # the ready TTS
                         text: str, # what to say
                         opts: dict, # voice and speed
                         fmt: str="pcm", # wav, pcm, mp3, opus or flac
-                        rate: int|None=24000, # the rate sent (None: the model's)
+                        rate: int|None=SPEECH_RATE, # the rate sent (None: the model's)
                         sse: bool=False, # OpenAI's server-sent events rather than bytes
                         client_left: Callable[[], Awaitable]|None=None, # completes when the client has gone (`ClientLeft`)
                         on_audio: Callable[[float], None]|None=None, # called with each piece's seconds (metrics)

@@ -9,6 +9,9 @@ from typing import Any, Callable
 import numpy as np
 from ...config import Settings
 from ...vad import VADParams
+from ...audio import SPEECH_RATE
+from ...chat import MAX_NEW_TOKENS_LIMIT
+
 
 # %% auto #0
 __all__ = ['RATE', 'MAX_DEPTH', 'ID_CHARS', 'TURN_DEFAULTS', 'TURN_TYPES', 'PCM', 'IGNORED_SESSION_FIELDS',
@@ -18,7 +21,7 @@ __all__ = ['RATE', 'MAX_DEPTH', 'ID_CHARS', 'TURN_DEFAULTS', 'TURN_TYPES', 'PCM'
            'item_text', 'check_item', 'check_metadata', 'check_response']
 
 # %% ../../../nbs/09ka1_realtime_protocol.ipynb #1b4e0e90
-RATE = 24000      # the GA API's PCM rate, in and out
+RATE = SPEECH_RATE  # the GA API's PCM rate, in and out (24 kHz)
 MAX_DEPTH = 16    # how deep a client event may nest (the API's deepest field is 5 levels down)
 ID_CHARS = 64     # the longest id a client may give an item (as OpenAI's)
 
@@ -142,8 +145,8 @@ def _modalities(m, param: str) -> list[str]:
     return list(m)
 
 def _max_tokens(n, param: str):
-    if n == "inf" or (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 4096): return n
-    raise ProtocolError(f"{param} must be an integer from 1 to 4096 or 'inf', got {shown(n)}", "invalid_value", param)
+    if n == "inf" or (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_NEW_TOKENS_LIMIT): return n
+    raise ProtocolError(f"{param} must be an integer from 1 to {MAX_NEW_TOKENS_LIMIT} or 'inf', got {shown(n)}", "invalid_value", param)
 
 def check_text(text, param: str, settings: Settings) -> str:
     "`text` if it is a string of at most MODEL_SERVER_MAX_TEXT_CHARS characters (counted before any model sees it)."
