@@ -205,11 +205,16 @@ def build_whisper_tokenizer(vocab_size: int=512, # BPE tokens before the special
 def build_tiny_whisper(out_dir: str|Path, # the folder to write
                        d_model: int=64, # model width
                        num_layers: int=2, # encoder layers, and as many decoder layers
+                       heads: int|None=None, # attention heads in each layer (default 4)
+                       ffn_dim: int|None=None, # feed-forward width (default `2*d_model`)
+                       vocab_size: int|None=None, # embedding rows (default the tokenizer's; more only to match a real model's size)
                        seed: int=1, # torch seed for the random weights
                        force: bool=False, # rebuild even when the folder already holds this build
                       ) -> str: # the model folder
     "Build a random-weight Whisper model with its processor and generation config, offline and deterministically."
-    spec = {"version": DEMO_VERSION, "kind": "stt", "arch": "whisper", "d_model": d_model, "num_layers": num_layers, "seed": seed}
+    spec = {"version": DEMO_VERSION, "kind": "stt", "arch": "whisper", "d_model": d_model, "num_layers": num_layers, "seed": seed,
+            **{k: v for k, v in dict(heads=heads, ffn_dim=ffn_dim, vocab_size=vocab_size).items() if v is not None}}
+    heads, ffn_dim = heads or 4, ffn_dim or 2*d_model  # given only: folders built before these options stay valid
     def build(tmp: Path):
         import torch
         from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
@@ -221,9 +226,9 @@ def build_tiny_whisper(out_dir: str|Path, # the folder to write
         tid = tok.convert_tokens_to_ids
         eot, sot, no_ts = tid("<|endoftext|>"), tid("<|startoftranscript|>"), tid("<|notimestamps|>")
         begin_suppress = [tid("Ġ"), eot]  # as in Whisper: no blank or end as the first token
-        cfg = WhisperConfig(vocab_size=len(tok), num_mel_bins=80, d_model=d_model, encoder_layers=num_layers,
-                            decoder_layers=num_layers, encoder_attention_heads=4, decoder_attention_heads=4,
-                            encoder_ffn_dim=2*d_model, decoder_ffn_dim=2*d_model, max_source_positions=1500,
+        cfg = WhisperConfig(vocab_size=vocab_size or len(tok), num_mel_bins=80, d_model=d_model, encoder_layers=num_layers,
+                            decoder_layers=num_layers, encoder_attention_heads=heads, decoder_attention_heads=heads,
+                            encoder_ffn_dim=ffn_dim, decoder_ffn_dim=ffn_dim, max_source_positions=1500,
                             max_target_positions=448, pad_token_id=eot, bos_token_id=eot, eos_token_id=eot,
                             decoder_start_token_id=sot, begin_suppress_tokens=begin_suppress, suppress_tokens=[])
         with torch.random.fork_rng(devices=[]):
@@ -236,7 +241,7 @@ def build_tiny_whisper(out_dir: str|Path, # the folder to write
             task_to_id={"transcribe": tid("<|transcribe|>"), "translate": tid("<|translate|>")},
             no_timestamps_token_id=no_ts, prev_sot_token_id=tid("<|startofprev|>"),
             begin_suppress_tokens=begin_suppress, suppress_tokens=[], max_initial_timestamp_index=50,
-            return_timestamps=False, alignment_heads=[[num_layers - 1, h] for h in range(4)])
+            return_timestamps=False, alignment_heads=[[num_layers - 1, h] for h in range(heads)])
         model.save_pretrained(tmp)
     return str(_build_into(out_dir, spec, build, force)[0])
 
