@@ -4,17 +4,16 @@ Questions are espeak-ng speech streamed like a microphone (20 ms of PCM16 at 24 
 turn, Whisper hears it, SmolLM2 answers, Piper speaks it back sentence by sentence. Then an interruption, and every kind
 of bad input, after which the server still serves. Run with `pytest -s` to see what was heard and said, and the latencies.
 """
-import asyncio, base64, json, sys, time
-from pathlib import Path
+import asyncio, base64, json, time
 
 import httpx, numpy as np, pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent)); sys.path.insert(0, str(ROOT/"bench"))
-from test_server_socket import BIN, free_port, server_env, start, stop  # noqa: E402
-from b12_realtime import (RATE, b64, barge_in, configure, espeak_24k, events_until, microphone, spoken_turn,  # noqa: E402
-                          INTERRUPTION)
+from suite import server_env, start, stop
+from voice_agent.audio import resample
+from voice_agent.testing import (REALTIME_RATE as RATE, barge_in, configure, espeak_pcm, events_until, free_port,
+                                 realtime_connect, spoken_turn, transcribe, voice_agent_cmd)
 
+INTERRUPTION = "Wait, stop please."  # as bench/b12_realtime.py interrupts
 KEY = "rt-key-123"
 
 
@@ -25,23 +24,11 @@ def server(tmp_path_factory):
     port = free_port()
     env = server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(work/"models"), MODEL_SERVER_API_KEY=KEY, MODEL_SERVER_MAX_SESSIONS=3,
                      MODEL_SERVER_REALTIME_MAX_BUFFER_SECONDS=30)
-    proc = start([str(BIN/"voice-agent"), "serve", "--profile", "local", "--port", str(port)], env, port, work/"server.log", KEY)
+    proc = start(voice_agent_cmd("serve", "--profile", "local", "--port", port), env, port, work/"server.log", KEY)
     url = f"http://127.0.0.1:{port}"
     http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120)
     yield url, http, proc, work
     http.close(); stop(proc)
-
-
-def connect(url, key=KEY):
-    from openai import AsyncOpenAI
-    return AsyncOpenAI(base_url=url + "/v1", api_key=key).realtime.connect(model="llm")
-
-
-def transcribe(http, x24: np.ndarray) -> str:
-    from voice_agent.audio import resample, wav_bytes
-    r = http.post("/v1/audio/transcriptions", files={"file": ("a.wav", wav_bytes(resample(x24, RATE, 16000), 16000), "audio/wav")})
-    assert r.status_code == 200, r.text
-    return r.json()["text"]
 
 
 def alive(url, http, proc):
@@ -58,10 +45,10 @@ def test_spoken_question_gets_a_spoken_answer(server):
     from voice_agent.stt import word_accuracy
     url, http, _, _ = server
     async def go():
-        async with connect(url) as conn:
+        async with realtime_connect(url, KEY) as conn:
             created = (await events_until(conn, "session.created", 30))[-1][1]
             assert created.session.audio.output.format.rate == 24000
-            return await spoken_turn(conn, espeak_24k("What is the capital of France?"))
+            return await spoken_turn(conn, espeak_pcm("What is the capital of France?", RATE))
     t = run(go())
     kinds = [e.type for _, e in t["events"]]
     print(f"\n[realtime] heard {t['heard']!r}; said {t['said']!r}; end of speech -> first audio {t['first_audio_s']:.3f} s")
@@ -70,7 +57,7 @@ def test_spoken_question_gets_a_spoken_answer(server):
     assert t["status"] == "completed" and "paris" in t["said"].lower(), t["said"]
     assert t["usage"].output_tokens > 0 and t["usage"].input_tokens > 0
     assert len(t["audio"]) > RATE//2 and np.abs(t["audio"]).max() > 0.05
-    back = transcribe(http, t["audio"])
+    back = transcribe(http, resample(t["audio"], RATE, 16000))
     print(f"[realtime] the reply's audio heard back: {back!r}")
     assert "paris" in back.lower() and word_accuracy(t["said"], back) >= 0.6, (t["said"], back)
     assert 0 < t["first_audio_s"] < 15  # the figure is the benchmark's (bench/b12_realtime.py); here: it came
@@ -80,10 +67,10 @@ def test_interruption_cancels_the_reply(server):
     "Speech during a long spoken reply: cancelled (turn_detected), no audio after it, the item truncated, the session goes on."
     url, http, proc, _ = server
     async def go():
-        async with connect(url) as conn:
+        async with realtime_connect(url, KEY) as conn:
             await events_until(conn, "session.created", 30)
             await configure(conn, create_response=False)
-            b = await barge_in(conn, espeak_24k(INTERRUPTION))
+            b = await barge_in(conn, espeak_pcm(INTERRUPTION, RATE))
             await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Say hello."}]})
             await conn.response.create(response={"output_modalities": ["text"]})
             after = (await events_until(conn, "response.done", 60))[-1][1]
@@ -101,7 +88,7 @@ def test_bad_events_get_errors_and_the_session_goes_on(server):
     "Malformed JSON, an unknown event, audio that is not base64, an oversized append: error events with codes; then a turn."
     url, http, proc, _ = server
     async def go():
-        async with connect(url) as conn:
+        async with realtime_connect(url, KEY) as conn:
             await events_until(conn, "session.created", 30)
             codes = []
             async def expect_error(raw):
@@ -132,7 +119,7 @@ def test_a_client_that_vanishes_mid_response_frees_everything(server):
     url, http, proc, _ = server
     aborted = []
     async def go():
-        async with connect(url) as conn:
+        async with realtime_connect(url, KEY) as conn:
             await events_until(conn, "session.created", 30)
             await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Tell me a long story."}]})
             await conn.response.create(response={"instructions": "Tell long stories.", "max_output_tokens": 300})
@@ -150,7 +137,7 @@ def test_a_client_that_vanishes_mid_response_frees_everything(server):
     assert all(l.endswith(" 0.0") for l in queued()), queued()
     alive(url, http, proc)
     async def three():  # all three places are free again
-        async with connect(url) as a, connect(url) as b, connect(url) as c:
+        async with realtime_connect(url, KEY) as a, realtime_connect(url, KEY) as b, realtime_connect(url, KEY) as c:
             for conn in (a, b, c): await events_until(conn, "session.created", 30)
     run(three())
 
@@ -163,16 +150,16 @@ def test_access_and_the_session_cap(server):
     ws_url = url.replace("http", "ws") + "/v1/realtime?model=llm"
     async def go():
         with pytest.raises(InvalidStatus) as e:
-            async with connect(url, key="wrong"): pass
+            async with realtime_connect(url, "wrong"): pass
         assert e.value.response.status_code == 401 and b"invalid_api_key" in e.value.response.body
         async with websockets.connect(ws_url, subprotocols=["realtime", f"openai-insecure-api-key.{KEY}"]) as ws:
             assert ws.subprotocol == "realtime" and json.loads(await ws.recv())["type"] == "session.created"
         async with websockets.connect(ws_url + f"&api_key={KEY}") as ws:
             assert json.loads(await ws.recv())["type"] == "session.created"
-        async with connect(url) as a, connect(url) as b, connect(url) as c:
+        async with realtime_connect(url, KEY) as a, realtime_connect(url, KEY) as b, realtime_connect(url, KEY) as c:
             for conn in (a, b, c): await events_until(conn, "session.created", 30)
             with pytest.raises(InvalidStatus) as e:
-                async with connect(url): pass
+                async with realtime_connect(url, KEY): pass
             assert e.value.response.status_code == 503 and b"MODEL_SERVER_MAX_SESSIONS=3" in e.value.response.body
     run(go())
     alive(url, http, proc)

@@ -6,18 +6,15 @@ models' counters; the Silero VAD and the espeak-ng speech are real. The last one
 with a small LLM context: a long typed session must keep being answered, and its memory is read from /proc.
 Run with `pytest -s` to see the figures.
 """
-import asyncio, base64, json, sys, threading, time
+import asyncio, json, time
 from pathlib import Path
 
 import httpx, numpy as np, pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent)); sys.path.insert(0, str(ROOT/"bench"))
-from test_server_socket import BIN, free_port, server_env, start, stop  # noqa: E402
-from b12_realtime import RATE, b64, espeak_24k  # noqa: E402
-
-from voice_agent.config import Settings  # noqa: E402
-from voice_agent.server.fakes import FakeLLM, FakeSTT, FakeTTS  # noqa: E402
+from suite import server_env, start, stop
+from voice_agent.config import Settings
+from voice_agent.server.fakes import FakeLLM, FakeSTT, FakeTTS
+from voice_agent.testing import REALTIME_RATE as RATE, ThreadServer, b64, espeak_pcm, free_port, voice_agent_cmd
 
 SILENCE = np.zeros(RATE, np.float32)
 
@@ -35,25 +32,14 @@ class LongLLM(FakeLLM):
     def _raw(self, messages, tools, tool_choice) -> str: return " ".join(f"word{i}" for i in range(1000))
 
 
-class Served:
+class Served(ThreadServer):
     "An app on fakes, served by uvicorn on a thread of this process, on a free loopback port."
     def __init__(self, models: dict, **settings):
-        import uvicorn
         from voice_agent.server.app import create_app
-        self.port = free_port()
-        self.app = create_app(Settings(host="127.0.0.1", port=self.port, **settings), models=models)
-        self.state, self.url = self.app.state.server, f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the in-process server did not start"
-            time.sleep(0.02)
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(10)
+        port = free_port()
+        self.app = create_app(Settings(host="127.0.0.1", port=port, **settings), models=models)
+        self.state = self.app.state.server
+        super().__init__(self.app, port, timeout=30, lifespan="on")
 
 
 @pytest.fixture
@@ -63,7 +49,7 @@ def served():
     def make(models: dict, **settings) -> Served:
         made.append(Served(models, **settings)); return made[-1]
     yield make
-    for s in made: s.stop()
+    for s in made: s.stop(10)
 
 
 async def recv(ws, timeout: float) -> dict:
@@ -103,7 +89,7 @@ def connect(url: str):
 def test_speech_during_a_slow_transcript_leaves_the_session_answering(served):
     "The user speaks again while Whisper transcribes the turn that just ended: that turn is dropped, the next one is answered."
     srv = served({"llm": FakeLLM(), "stt": SlowSTT(1.5), "tts": FakeTTS()})
-    q = espeak_24k("What is the capital of France?")
+    q = espeak_pcm("What is the capital of France?", RATE)
     async def go():
         async with connect(srv.url) as ws:
             await recv(ws, 10)
@@ -128,7 +114,7 @@ def test_speech_during_a_slow_transcript_leaves_the_session_answering(served):
 def test_cancel_while_the_transcript_runs_ends_the_response(served):
     "response.cancel while the response still waits for a slow transcript: response.created and response.done (cancelled); the next response works."
     srv = served({"llm": FakeLLM(), "stt": SlowSTT(1.5), "tts": FakeTTS()})
-    q = espeak_24k("Hello there.")
+    q = espeak_pcm("Hello there.", RATE)
     async def go():
         async with connect(srv.url) as ws:
             await recv(ws, 10)
@@ -170,7 +156,7 @@ def test_a_held_draft_does_not_delay_another_clients_chat(served):
     "While one session's text reply is drafted and held (its turn not over), another client's chat call is answered at once; the turn is still answered when it ends."
     llm = LongLLM(delay=0.02)
     srv = served({"llm": llm, "stt": FakeSTT(), "tts": FakeTTS()})
-    q = espeak_24k("Tell me everything you know.")
+    q = espeak_pcm("Tell me everything you know.", RATE)
     async def go():
         async with connect(srv.url) as ws:
             await _draft_held(srv, llm, ws, q)
@@ -194,7 +180,7 @@ def test_session_update_drops_a_held_draft(served):
     llm = LongLLM(delay=0.02)
     srv = served({"llm": llm, "stt": FakeSTT(), "tts": FakeTTS()})
     slot = srv.state.slots["llm"]
-    q = espeak_24k("Tell me everything you know.")
+    q = espeak_pcm("Tell me everything you know.", RATE)
     async def go():
         async with connect(srv.url) as ws:
             await _draft_held(srv, llm, ws, q)
@@ -227,7 +213,7 @@ def local(tmp_path_factory):
     work = tmp_path_factory.mktemp("realtime_local")
     port = free_port()
     env = server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(work/"models"), MODEL_SERVER_LLM_CONTEXT=CONTEXT)
-    proc = start([str(BIN/"voice-agent"), "serve", "--profile", "local", "--port", str(port)], env, port, work/"server.log")
+    proc = start(voice_agent_cmd("serve", "--profile", "local", "--port", port), env, port, work/"server.log")
     yield f"http://127.0.0.1:{port}", proc
     stop(proc)
 
@@ -302,7 +288,7 @@ def test_a_draft_whose_turn_never_ends_is_dropped(served, monkeypatch):
     monkeypatch.setattr(turns, "DRAFT_HOLD_S", 1.0)
     llm = LongLLM(delay=0.02)  # 200 words: 4 s of LLM
     srv = served({"llm": llm, "stt": FakeSTT(), "tts": FakeTTS()})
-    slot, q = srv.state.slots["llm"], espeak_24k("Tell me everything you know.")
+    slot, q = srv.state.slots["llm"], espeak_pcm("Tell me everything you know.", RATE)
     async def go():
         async with connect(srv.url) as ws:
             await _draft_held(srv, llm, ws, q)
