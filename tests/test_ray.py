@@ -14,7 +14,8 @@ from types import SimpleNamespace
 
 import httpx, pytest
 
-from test_server_socket import BIN, ROOT, SENTENCE, free_port, server_env, speak
+from suite import BIN, ROOT, server_env, speak
+from voice_agent.testing import ServerFailed, free_port, stop_server, wait_ready as server_ready
 
 from voice_agent.ray_serve import LOCAL_RAY_ENV
 os.environ.update(LOCAL_RAY_ENV)  # before Ray is imported: this process joins the loopback, token-authenticated cluster
@@ -22,6 +23,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip ins
 psutil = pytest.importorskip("psutil")
 
 pytestmark = pytest.mark.ray
+SENTENCE = "The quick brown fox jumps over the lazy dog."  # as tests/test_server_socket.py transcribes
 STARTUP_TIMEOUT = float(os.environ.get("VOICE_AGENT_RAY_STARTUP_TIMEOUT", 900))
 
 
@@ -36,18 +38,13 @@ def cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("ray")
     port, log = free_port(), d/"serve.log"
     t0 = time.perf_counter()
-    proc = subprocess.Popen([str(BIN/"voice-agent"), "serve", "--engine", "ray", "--profile", "tiny", "--llm-replicas", "2",
-                             "--port", str(port)], cwd=ROOT, env=server_env(MODEL_SERVER_MAX_QUEUE=32), stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        if proc.poll() is not None: pytest.fail(f"serve --engine ray exited with {proc.returncode}:\n{log.read_text()[-8000:]}")
-        if time.monotonic() > deadline:
-            proc.send_signal(signal.SIGTERM); proc.wait(120)
-            pytest.fail(f"not ready within {STARTUP_TIMEOUT:.0f} s:\n{log.read_text()[-8000:]}")
-        try:
-            if get(url, "/health/ready").status_code == 200: break
-        except httpx.HTTPError: pass
-        time.sleep(1)
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([str(BIN/"voice-agent"), "serve", "--engine", "ray", "--profile", "tiny", "--llm-replicas", "2",
+                                 "--port", str(port)], cwd=ROOT, env=server_env(MODEL_SERVER_MAX_QUEUE=32), stdout=f, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try: server_ready(url, proc, timeout=STARTUP_TIMEOUT, log=log)
+    except ServerFailed as e:  # not start_server: a cluster that is stopping gets 120 s for its Ray processes, not 5
+        stop_server(proc, grace=120); pytest.fail(str(e))
     ready_s = time.perf_counter() - t0
     m = re.search(r"Ray: cluster at (\S+), session (\S+)", log.read_text())
     assert m, log.read_text()[-4000:]
@@ -60,7 +57,7 @@ def cluster(tmp_path_factory):
                         token=Path(token.group(1)))
     yield c
     if ray.is_initialized(): ray.shutdown()
-    if proc.poll() is None: proc.send_signal(signal.SIGTERM); proc.wait(180)
+    stop_server(proc, grace=180)
     os.environ.pop("RAY_AUTH_TOKEN_PATH", None)  # its file is gone with the cluster
 
 
