@@ -7,12 +7,11 @@ Refresh, then holds a two-turn spoken conversation: uploads tests/fixtures/hello
 today?"), then a question espeak-ng speaks ("What is the capital of France?"), and checks the transcript shows both
 turns, each with its reply's player; with the local profile the answer must mention Paris. Screenshots go to artifacts/.
 """
-import json, os, re, shutil, socket, subprocess, sys, tempfile, time, uuid
+import json, os, re, sys, tempfile, time, uuid
 from pathlib import Path
-import httpx
 import pytest
 from voice_agent.stt import word_accuracy
-from voice_agent.testing import espeak, free_port, stop_server
+from voice_agent.testing import espeak, free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT/"artifacts"
@@ -29,18 +28,6 @@ REPLY_OPTIONS = {"max_new_tokens": 60} if REAL else {"temperature": 0.8, "max_ne
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason=f"{CHROMIUM} is missing: install Debian's chromium (./run test does, as root: apt-get install chromium)")
-
-
-def wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float, ok=lambda r: r.status_code == 200):
-    "Poll `url` until `ok(response)`; fail with the process's log if it dies or time runs out."
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if proc.poll() is not None: pytest.fail(f"{proc.args[:4]} exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if ok(httpx.get(url, timeout=2)): return time.monotonic() - t0
-        except httpx.HTTPError: pass
-        time.sleep(0.3)
-    pytest.fail(f"{url} not ready after {timeout} s:\n{log.read_text()[-4000:]}")
 
 
 stop = stop_server
@@ -70,13 +57,12 @@ def model_server(request, work, env):
         yield request.getfixturevalue("local_server").url
         return
     port, log = free_port(), work/"server.log"
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "serve", "--profile", PROFILE, "--port", str(port)],
-                                cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    proc = start_server([sys.executable, "-m", "voice_agent.cli", "serve", "--profile", PROFILE, "--port", str(port)],
+                        env, port, log, timeout=240, cwd=work)
     try:
-        print(f"\n{PROFILE} server ready in {wait_for(url + '/health/ready', proc, log, 240):.1f} s")
-        yield url
+        print(f"\n{PROFILE} server ready in {time.monotonic() - t0:.1f} s")
+        yield f"http://127.0.0.1:{port}"
     finally: stop(proc)
 
 
@@ -108,6 +94,15 @@ def lab_settings(folder: Path):
         (d/f"{name}.jupyterlab-settings").write_text(json.dumps(value))
 
 
+def lab_command(root: Path, port: int, token: str) -> list[str]:
+    "JupyterLab serving `root` on `port` with `token`, with no browser, news or update checks."
+    return ([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
+             "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+             "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate"]
+            + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []))
+
+
 @pytest.fixture(scope="module")
 def lab(work, env, model_server):
     "JupyterLab on a free port, serving a folder with the panels notebook."
@@ -115,16 +110,11 @@ def lab(work, env, model_server):
     root.mkdir()
     write_notebook(root, model_server)
     lab_settings(Path(env["JUPYTERLAB_SETTINGS_DIR"]))
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-                                 f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
-                                 "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate"]
-                                + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
-                                cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    proc = start_server(lab_command(root, port, token), env, port, log, timeout=120, cwd=root, path=f"/api/status?token={token}")
     try:
-        print(f"JupyterLab ready in {wait_for(f'{base}/api/status?token={token}', proc, log, 120):.1f} s")
-        yield base, token
+        print(f"JupyterLab ready in {time.monotonic() - t0:.1f} s")
+        yield f"http://127.0.0.1:{port}", token
     finally: stop(proc)
 
 

@@ -8,14 +8,14 @@ browser (not the kernel) opened the session with the key's subprotocol, the pane
 thinking and speaking, showed a reply that mentions Paris, went back to listening, and that the kernel saw the same.
 Screenshots go to artifacts/. Run with `pytest -s` to see what was heard and said, and how fast.
 """
-import json, os, re, subprocess, sys, time, uuid
+import json, os, re, sys, time, uuid
 from pathlib import Path
-import httpx
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port, lab_settings, stop, wait_for  # noqa: E402
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, lab_command, lab_settings  # noqa: E402
+from voice_agent.testing import espeak, free_port, start_server, stop_server as stop, wait_ready  # noqa: E402
 
 QUESTION = "What is the capital of France?"
 KEY = "browser-panel-key"
@@ -44,18 +44,14 @@ def env(work):
 def model_server(work, env):
     "`voice-agent serve --profile local` with an API key, on a free port, ready."
     port, log = free_port(), work/"server.log"
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "voice_agent.cli", "serve", "--profile", "local", "--port", str(port)],
-                                cwd=work, env={**env, "MODEL_SERVER_API_KEY": KEY}, stdout=f, stderr=subprocess.STDOUT)
+    proc = start_server([sys.executable, "-m", "voice_agent.cli", "serve", "--profile", "local", "--port", str(port)],
+                        {**env, "MODEL_SERVER_API_KEY": KEY}, port, log, ready=False, timeout=120, cwd=work)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(url + "/health/live", proc, log, 120)
-        secs = wait_for(url + "/health/ready", proc, log, 240, ok=lambda r: r.status_code == 401)  # the key is asked for
-        t0 = time.monotonic()
-        while httpx.get(url + "/health/ready", headers={"Authorization": f"Bearer {KEY}"}, timeout=5).status_code != 200:
-            if proc.poll() is not None or time.monotonic() - t0 > 240: pytest.fail(f"the local server did not get ready:\n{log.read_text()[-4000:]}")
-            time.sleep(0.3)
-        print(f"\nlocal server ready in {secs + time.monotonic() - t0:.1f} s")
+        secs = wait_ready(url, proc, timeout=240, log=log, ok=lambda status: status == 401)  # the key is asked for
+        t1 = time.monotonic()
+        wait_ready(url, proc, key=KEY, timeout=240, log=log)
+        print(f"\nlocal server ready in {secs + time.monotonic() - t1:.1f} s")
         yield url, proc, log
     finally: stop(proc)
 
@@ -64,7 +60,6 @@ def model_server(work, env):
 def microphone(work) -> Path:
     "What the fake microphone plays: the question (espeak-ng), then silence; a 16-bit mono WAV at 48 kHz, as Chromium reads."
     from voice_agent.audio import decode_audio, resample, wav_bytes
-    from voice_agent.testing import espeak
     raw = espeak(QUESTION, work/"question_espeak.wav")
     x, sr = decode_audio(raw.read_bytes())
     x = resample(x.mean(axis=1) if x.ndim > 1 else x, sr, 48000)
@@ -97,17 +92,11 @@ def lab(work, env, model_server):
     root.mkdir()
     write_notebook(root, model_server[0])
     lab_settings(Path(env["JUPYTERLAB_SETTINGS_DIR"]))
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-                                 f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
-                                 "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-                                 "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate"]
-                                + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
-                                cwd=root, env=env, stdout=f, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    proc = start_server(lab_command(root, port, token), env, port, log, timeout=120, cwd=root, path=f"/api/status?token={token}")
     try:
-        print(f"JupyterLab ready in {wait_for(f'{base}/api/status?token={token}', proc, log, 120):.1f} s")
-        yield base, token
+        print(f"JupyterLab ready in {time.monotonic() - t0:.1f} s")
+        yield f"http://127.0.0.1:{port}", token
     finally: stop(proc)
 
 
