@@ -16,7 +16,7 @@ MAX_LINES = 450
 
 # Lowest first. Patterns are module names without `voice_agent.`; the first floor with a matching pattern is a module's.
 FLOORS = [
-    ("base", ["config", "formats", "hardware", "audio", "audio_schemas", "vad"]),  # import nothing of ours but config
+    ("base", ["config", "formats", "hardware", "audio", "audio_schemas", "vad", "turn_model"]),  # import nothing of ours but config
     ("model files", ["offline", "demo"]),                                        # where models are, the tiny ones we build
     ("loading", ["loading", "profiles"]),                                        # the loading strategies; which models a profile names
     ("chat protocol", ["chat", "tools"]),                                        # messages, options, stop strings, tool calls
