@@ -4,21 +4,23 @@
 
 # %% ../../../nbs/09ka1_realtime_protocol.ipynb #b8d3fa64
 from __future__ import annotations
-import base64, binascii, json, math, secrets
+import base64, binascii, json, math, re, secrets
 from typing import Any, Callable
 import numpy as np
 from ...config import Settings
 from ...vad import VADParams
 from ...audio import SPEECH_RATE
 from ...chat import MAX_NEW_TOKENS_LIMIT
+from ...tools import check_tool_schemas, tool_choice_mode
 
 
 # %% auto #0
 __all__ = ['RATE', 'MAX_DEPTH', 'ID_CHARS', 'TURN_DEFAULTS', 'TURN_TYPES', 'PCM', 'IGNORED_SESSION_FIELDS',
-           'TRANSCRIPTION_FIELDS', 'CONTENT_TYPES', 'TEXT_FIELDS', 'RESPONSE_FIELDS', 'new_id', 'event', 'shown',
-           'ProtocolError', 'error_event', 'check_values', 'parse_event', 'event_field', 'default_session', 'typed',
-           'vad_params', 'turn_detection', 'check_text', 'update_session', 'b64_samples', 'decode_pcm', 'check_commit',
-           'item_text', 'check_item', 'check_metadata', 'check_response']
+           'TRANSCRIPTION_FIELDS', 'TOOL_FIELDS', 'TOOL_CHOICES', 'TOOL_ITEM_TEXT', 'CONTENT_TYPES', 'TEXT_FIELDS',
+           'RESPONSE_FIELDS', 'new_id', 'event', 'shown', 'ProtocolError', 'error_event', 'check_values', 'parse_event',
+           'event_field', 'default_session', 'typed', 'vad_params', 'turn_detection', 'check_text', 'chat_tools',
+           'chat_tool_choice', 'check_tools', 'check_tool_choice', 'update_session', 'b64_samples', 'decode_pcm',
+           'check_commit', 'check_tool_item', 'item_text', 'check_item', 'check_metadata', 'check_response']
 
 # %% ../../../nbs/09ka1_realtime_protocol.ipynb #1b4e0e90
 RATE = SPEECH_RATE  # the GA API's PCM rate, in and out (24 kHz)
@@ -94,7 +96,7 @@ TURN_DEFAULTS = {"threshold": 0.5, "prefix_padding_ms": 300, "create_response": 
 TURN_TYPES = {"threshold": "number", "prefix_padding_ms": "integer", "silence_duration_ms": "integer", "create_response": "boolean",
               "interrupt_response": "boolean", "idle_timeout_ms": "integer"}  # what each `server_vad` parameter must be
 PCM = {"type": "audio/pcm", "rate": RATE}
-IGNORED_SESSION_FIELDS = ("tool_choice", "tracing", "truncation", "include", "prompt", "reasoning", "parallel_tool_calls")
+IGNORED_SESSION_FIELDS = ("tracing", "truncation", "include", "prompt", "reasoning", "parallel_tool_calls")
 
 def default_session(settings: Settings, # for the default instructions and silence duration
                     model: str, # the `model` the client connected with
@@ -205,6 +207,50 @@ def _update_audio(a: dict, v, settings: Settings, voice: Callable[[str], Any]|No
                 a["output"]["speed"] = float(x)
             else: raise ProtocolError(f"unknown field {q!r}", "unknown_parameter", q)
 
+# %% ../../../nbs/09ka1_realtime_protocol.ipynb #b2c3eb4e
+TOOL_FIELDS = ("type", "name", "description", "parameters")
+TOOL_CHOICES = ("auto", "none", "required")
+
+def chat_tools(tools: list[dict]|None) -> list[dict]:
+    "Realtime function tools as `/v1/chat/completions` and the LLM take them: `{\"type\": \"function\", \"function\": {...}}`."
+    return [{"type": "function", "function": {k: t[k] for k in TOOL_FIELDS[1:] if t.get(k) is not None}} for t in tools or []]
+
+def chat_tool_choice(tc):
+    "A realtime `tool_choice` as the LLM takes it."
+    return {"type": "function", "function": {"name": tc["name"]}} if isinstance(tc, dict) else tc
+
+
+# %% ../../../nbs/09ka1_realtime_protocol.ipynb #10afb5ec
+def _tool(t, p: str, settings: Settings|None) -> dict:
+    if not isinstance(t, dict): raise ProtocolError(f"{p} must be a function tool object", "invalid_value", p)
+    if t.get("type", "function") != "function":
+        raise ProtocolError(f"{p}.type {shown(t.get('type'), 40)} is not supported: only function tools ({{\"type\": \"function\", \"name\", \"parameters\"}})", "unsupported_feature", f"{p}.type")
+    if unknown := set(t) - set(TOOL_FIELDS): raise ProtocolError(f"{p}: unknown field(s) {shown(sorted(unknown))}", "unknown_parameter", p)
+    if not isinstance(name := t.get("name"), str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        raise ProtocolError(f"{p}.name must be 1-64 letters, digits, _ or -, got {shown(name, 40)}", "invalid_value", f"{p}.name")
+    if (d := t.get("description")) is not None and settings: check_text(d, f"{p}.description", settings)
+    return {"type": "function", **{k: t[k] for k in TOOL_FIELDS[1:] if t.get(k) is not None}}
+
+def check_tools(tools, param: str="session.tools", settings: Settings|None=None) -> list[dict]:
+    "Function tools, checked: names, and `parameters` a JSON Schema that can be checked (`check_tool_schemas`)."
+    if not isinstance(tools, list): raise ProtocolError(f"{param} must be a list of function tools", "invalid_value", param)
+    out = [_tool(t, f"{param}[{i}]", settings) for i, t in enumerate(tools)]
+    if len(names := [t["name"] for t in out]) != len(set(names)): raise ProtocolError(f"{param}: two tools are named alike ({', '.join(names)})", "invalid_value", param)
+    try: check_tool_schemas(chat_tools(out))
+    except ValueError as e: raise ProtocolError(f"{param}{str(e).removeprefix('tools').replace('.function.parameters', '.parameters', 1)}: send a JSON Schema object", "invalid_value", param) from None
+    return out
+
+
+# %% ../../../nbs/09ka1_realtime_protocol.ipynb #972d32e8
+def check_tool_choice(tc, tools: list[dict]|None, param: str="session.tool_choice"):
+    "`tc` if it is \"auto\", \"none\", \"required\" or `{\"type\": \"function\", \"name\": <one of tools>}` (`tool_choice_mode` checks it as the chat route does)."
+    if not (tc in TOOL_CHOICES or isinstance(tc, dict) and tc.get("type") == "function" and isinstance(tc.get("name"), str) and set(tc) <= {"type", "name"}):
+        raise ProtocolError(f'{param} must be "auto", "none", "required" or {{"type": "function", "name": <a tool\'s name>}}, got {shown(tc)}', "invalid_value", param)
+    try: tool_choice_mode(chat_tool_choice(tc), chat_tools(tools))
+    except ValueError as e: raise ProtocolError(f"{param}: {e}: send the tool with it, or tool_choice \"auto\"", "invalid_value", param) from None
+    return tc
+
+
 # %% ../../../nbs/09ka1_realtime_protocol.ipynb #a7140969
 def update_session(cfg: dict, # the current configuration
                    upd: Any, # the `session` of a `session.update`
@@ -222,10 +268,11 @@ def update_session(cfg: dict, # the current configuration
         elif k == "instructions": new[k] = check_text(v, p, settings)
         elif k == "output_modalities": new[k] = _modalities(v, p)
         elif k == "max_output_tokens": new[k] = _max_tokens(v, p)
-        elif k == "tools":
-            if v: raise ProtocolError("tools are not supported by this server: send an empty list", "unsupported_feature", p)
+        elif k == "tools": new[k] = check_tools(v, p, settings)
+        elif k == "tool_choice": new[k] = v
         elif k == "audio": _update_audio(new["audio"], v, settings, voice)
         else: raise ProtocolError(f"unknown session field {shown(k, 40)}", "unknown_parameter", p)
+    if "tools" in upd or "tool_choice" in upd: check_tool_choice(new["tool_choice"], new["tools"], "session.tool_choice")
     return new
 
 # %% ../../../nbs/09ka1_realtime_protocol.ipynb #bed9e1f9
@@ -248,12 +295,30 @@ def check_commit(samples: int):
         raise ProtocolError(f"buffer too small: {samples*1000//RATE} ms of audio, at least 100 ms is needed to commit",
                             "input_audio_buffer_commit_empty")
 
+# %% ../../../nbs/09ka1_realtime_protocol.ipynb #e83d5012
+TOOL_ITEM_TEXT = {"function_call": "arguments", "function_call_output": "output"}  # the item types of function calling, and where their text is
+
+def _id(x, param: str) -> str:
+    if not isinstance(x, str) or not 0 < len(x) <= ID_CHARS: raise ProtocolError(f"{param} must be a string of 1-{ID_CHARS} characters, got {shown(x, 40)}", "invalid_value", param)
+    return x
+
+def check_tool_item(item: dict, settings: Settings) -> dict:
+    "A `function_call` (`name`, `call_id`, `arguments`) or `function_call_output` (`call_id`, `output`) item, checked, in the shape the server reports."
+    t, out = item["type"], {"id": _id(item["id"], "item.id") if item.get("id") is not None else new_id("item"), "object": "realtime.item", "type": item["type"]}
+    if t == "function_call":
+        out.update(name=_id(item.get("name"), "item.name"), call_id=_id(item.get("call_id") or new_id("call"), "item.call_id"))
+    else: out["call_id"] = _id(item.get("call_id"), "item.call_id")
+    out[TOOL_ITEM_TEXT[t]] = check_text(item.get(TOOL_ITEM_TEXT[t], "" if t == "function_call" else None), f"item.{TOOL_ITEM_TEXT[t]}", settings)
+    return {**out, "status": "completed"}
+
+
 # %% ../../../nbs/09ka1_realtime_protocol.ipynb #4df5f959
 CONTENT_TYPES = {"user": ("input_text", "input_audio"), "system": ("input_text",), "assistant": ("output_text", "output_audio", "text")}
 TEXT_FIELDS = {"input_text": "text", "output_text": "text", "text": "text", "output_audio": "transcript"}  # where a part keeps its text
 
 def item_text(item: dict) -> str:
-    "What an item says, as the LLM reads it."
+    "What an item says, as the LLM reads it (a function call: its arguments; a call's output: the output)."
+    if item.get("type") in TOOL_ITEM_TEXT: return item.get(TOOL_ITEM_TEXT[item["type"]]) or ""
     return " ".join((c.get("text") or c.get("transcript") or "") for c in item.get("content") or []).strip()
 
 # %% ../../../nbs/09ka1_realtime_protocol.ipynb #08c54322
@@ -275,8 +340,9 @@ def _part(c: dict, i: int, role: str, cap: int) -> dict:
 def check_item(item: Any, settings: Settings) -> dict:
     "A `conversation.item.create`'s item, checked (its text within MODEL_SERVER_MAX_TEXT_CHARS, one audio part within the buffer's limit) and in the shape the server reports."
     if not isinstance(item, dict): raise ProtocolError("item must be an object", "invalid_value", "item")
+    if item.get("type") in TOOL_ITEM_TEXT: return check_tool_item(item, settings)
     if item.get("type") != "message":
-        raise ProtocolError(f"item.type {shown(item.get('type'), 40)} is not supported: only messages (no function calls)", "unsupported_feature", "item.type")
+        raise ProtocolError(f"item.type {shown(item.get('type'), 40)} is not supported: send a message, function_call or function_call_output", "unsupported_feature", "item.type")
     role = item.get("role")
     if role not in CONTENT_TYPES: raise ProtocolError(f"item.role must be user, assistant or system, got {shown(role, 40)}", "invalid_value", "item.role")
     content = item.get("content")
@@ -312,12 +378,16 @@ def check_response(r, # a `response.create`'s `response`
                    audio: dict, # the session's `audio` configuration
                    settings: Settings,
                    voice: Callable[[str], Any]|None=None, # checks a voice name
+                   session: dict|None=None, # the session's configuration (its `tools` and `tool_choice`, which a response's override)
                   ) -> dict: # `r` (an empty one for null)
     "A `response.create`'s `response`, checked field by field."
     r = _object(r, "response")
     if unknown := set(r) - set(RESPONSE_FIELDS): raise ProtocolError(f"response: unsupported field(s) {shown(sorted(unknown))}", "unknown_parameter", "response")
     if r.get("conversation", "auto") != "auto": raise ProtocolError("only responses in the conversation (conversation: 'auto') are supported", "unsupported_feature", "response.conversation")
-    if r.get("tools"): raise ProtocolError("tools are not supported by this server", "unsupported_feature", "response.tools")
+    if "tools" in r: r["tools"] = check_tools(r["tools"], "response.tools", settings)
+    if "tools" in r or "tool_choice" in r:
+        s = session or {}
+        check_tool_choice(r.get("tool_choice", s.get("tool_choice", "auto")), r.get("tools", s.get("tools")), "response.tool_choice")
     if "instructions" in r: check_text(r["instructions"], "response.instructions", settings)
     if "output_modalities" in r: _modalities(r["output_modalities"], "response.output_modalities")
     if "max_output_tokens" in r: _max_tokens(r["max_output_tokens"], "response.max_output_tokens")
