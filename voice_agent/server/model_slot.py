@@ -22,7 +22,7 @@ __all__ = ['LABELS', 'KINDS', 'SERVES', 'DISABLED_NAMES', 'ChatModel', 'Transcri
 # %% ../../nbs/09f1_server_model_slot.ipynb #8520d864
 @runtime_checkable
 class ChatModel(Protocol):
-    "What the LLM slot serves (`OpenSourceLLM`)."
+    "What the LLM slot serves (`OpenSourceLLM`). The model owns stop strings: `chat` and `stream_chat` return text that ends before the first stop string and generate nothing past it; the server does not cut again."
     def chat(self, messages: list[dict], **opts) -> Any: ... # a reply with text, prompt_tokens, completion_tokens, finish_reason
     def stream_chat(self, messages: list[dict], usage: dict|None=None, **opts) -> Iterator[str]: ... # closing it stops generating
 

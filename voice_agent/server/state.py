@@ -70,33 +70,6 @@ class ServerState:
         self.draining = True
         for s in self.slots.values(): s.shutdown()
 
-# %% ../../nbs/09f3_server_state.ipynb #35ea53c1
-@patch
-def load_all(self: ServerState):
-    "Load every pending model, one after the other, logging and recording each."
-    t0, todo = time.perf_counter(), self.to_load
-    if not todo: return
-    logger.info("Loading models: " + ", ".join(f"{s.label}={s.name}" for s in todo))
-    for s in todo:
-        s.state, t = "loading", time.perf_counter()
-        try: s.set_ready(s.loader(self.settings), time.perf_counter() - t)
-        except BaseException as e:
-            s.set_failed(e)
-            logger.error(f"✗ {s.label} model {s.name} failed to load after {time.perf_counter()-t:.1f}s: {one_line(e)}"
-                         + ("" if self.settings.strict else f"; serving without the {s.label}"))
-            if not isinstance(e, Exception): raise
-            continue
-        logger.info(f"✓ {s.label} ready: {s.name} on {s.info.get('device')} via {s.info.get('loading_strategy')} "
-                    f"in {time.perf_counter()-t:.1f}s")
-    self.warm_up()
-    ready = sum(s.state == "ready" for s in self.slots.values())
-    logger.info(f"Model server {self.status()}: {ready} of {len(self.configured)} models ready after {time.perf_counter()-t0:.1f}s")
-
-@patch
-def start_loading(self: ServerState):
-    "Load in a background thread, so the server answers `/health` while models load."
-    if self.to_load: threading.Thread(target=self.load_all, daemon=True, name="voice_agent-loader").start()
-
 # %% ../../nbs/09f3_server_state.ipynb #3fe340b2
 WARMUP_TEXT = "Hello, I am ready to talk."
 
@@ -120,3 +93,31 @@ def warm_up(self: ServerState):
                     + (f"; the STT heard the TTS say {heard!r}" if speech is not None and heard is not None else ""))
     except Exception as e: logger.warning(f"Warm-up failed after {time.perf_counter()-t0:.1f}s (the first requests may be slow): {one_line(e)}")
     finally: self.warming = False
+
+# %% ../../nbs/09f3_server_state.ipynb #35ea53c1
+@patch
+def load_all(self: ServerState):
+    "Load every pending model, one after the other, logging and recording each."
+    t0, todo = time.perf_counter(), self.to_load
+    if not todo: return
+    logger.info("Loading models: " + ", ".join(f"{s.label}={s.name}" for s in todo))
+    for s in todo:
+        s.state, t = "loading", time.perf_counter()
+        try: s.set_ready(s.loader(self.settings), time.perf_counter() - t)
+        except BaseException as e:
+            s.set_failed(e)
+            logger.error(f"✗ {s.label} model {s.name} failed to load after {time.perf_counter()-t:.1f}s: {one_line(e)}"
+                         + ("" if self.settings.strict else f"; serving without the {s.label}"))
+            if not isinstance(e, Exception): raise
+            continue
+        logger.info(f"✓ {s.label} ready: {s.name} on {s.info.get('device')} via {s.info.get('loading_strategy')} "
+                    f"in {time.perf_counter()-t:.1f}s")
+    self.warm_up()
+    ready = sum(s.state == "ready" for s in self.slots.values())
+    logger.info(f"Model server {self.status()}: {ready} of {len(self.configured)} models ready after {time.perf_counter()-t0:.1f}s")
+
+# %% ../../nbs/09f3_server_state.ipynb #ba708c12
+@patch
+def start_loading(self: ServerState):
+    "Load in a background thread, so the server answers `/health` while models load."
+    if self.to_load: threading.Thread(target=self.load_all, daemon=True, name="voice_agent-loader").start()
