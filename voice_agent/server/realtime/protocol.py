@@ -9,18 +9,20 @@ from typing import Any, Callable
 import numpy as np
 from ...config import Settings
 from ...vad import VADParams
+from ...turn_model import smart_turn_path
 from ...audio import SPEECH_RATE
 from ...chat import MAX_NEW_TOKENS_LIMIT
 from ...tools import check_tool_schemas, tool_choice_mode
 
 
 # %% auto #0
-__all__ = ['RATE', 'MAX_DEPTH', 'ID_CHARS', 'TURN_DEFAULTS', 'TURN_TYPES', 'PCM', 'IGNORED_SESSION_FIELDS',
-           'TRANSCRIPTION_FIELDS', 'TOOL_FIELDS', 'TOOL_CHOICES', 'TOOL_ITEM_TEXT', 'CONTENT_TYPES', 'TEXT_FIELDS',
-           'RESPONSE_FIELDS', 'new_id', 'event', 'shown', 'ProtocolError', 'error_event', 'check_values', 'parse_event',
-           'event_field', 'default_session', 'typed', 'vad_params', 'turn_detection', 'check_text', 'chat_tools',
-           'chat_tool_choice', 'check_tools', 'check_tool_choice', 'update_session', 'b64_samples', 'decode_pcm',
-           'check_commit', 'check_tool_item', 'item_text', 'check_item', 'check_metadata', 'check_response']
+__all__ = ['RATE', 'MAX_DEPTH', 'ID_CHARS', 'TURN_DEFAULTS', 'TURN_TYPES', 'PCM', 'IGNORED_SESSION_FIELDS', 'EAGERNESS_WAIT_MS',
+           'SEMANTIC_TYPES', 'TRANSCRIPTION_FIELDS', 'TOOL_FIELDS', 'TOOL_CHOICES', 'TOOL_ITEM_TEXT', 'CONTENT_TYPES',
+           'TEXT_FIELDS', 'RESPONSE_FIELDS', 'new_id', 'event', 'shown', 'ProtocolError', 'error_event', 'check_values',
+           'parse_event', 'event_field', 'default_session', 'typed', 'vad_params', 'semantic_vad', 'turn_detection',
+           'check_text', 'chat_tools', 'chat_tool_choice', 'check_tools', 'check_tool_choice', 'update_session',
+           'b64_samples', 'decode_pcm', 'check_commit', 'check_tool_item', 'item_text', 'check_item', 'check_metadata',
+           'check_response']
 
 # %% ../../../nbs/09ka1_realtime_protocol.ipynb #1b4e0e90
 RATE = SPEECH_RATE  # the GA API's PCM rate, in and out (24 kHz)
@@ -118,18 +120,36 @@ def typed(v, kind: str, param: str):
     if not ok: raise ProtocolError(f"{param} must be a{'n' if kind == 'integer' else ''} {kind}, got {shown(v)}", "invalid_value", param)
     return int(v) if kind == "integer" else v
 
+EAGERNESS_WAIT_MS = {"low": 8000, "medium": 4000, "high": 2000, "auto": 4000}  # semantic_vad: the longest pause that does not end a turn (OpenAI's)
+SEMANTIC_TYPES = {"eagerness": "string", "create_response": "boolean", "interrupt_response": "boolean"}  # what `semantic_vad` takes
+
 def vad_params(td: dict) -> VADParams:
-    "The VAD's parameters from a `turn_detection`."
+    "The VAD's parameters from a `turn_detection` (`semantic_vad`: the API's threshold and padding, and its eagerness's longest pause)."
+    if td["type"] == "semantic_vad": return VADParams(silence_duration_ms=EAGERNESS_WAIT_MS[td["eagerness"]])
     return VADParams(float(td["threshold"]), int(td["prefix_padding_ms"]), int(td["silence_duration_ms"]))
 
 # %% ../../../nbs/09ka1_realtime_protocol.ipynb #b1f12096
+def semantic_vad(td: dict, param: str) -> dict:
+    "A checked `semantic_vad` turn detection (its turn model must be installed)."
+    if unknown := set(td) - set(SEMANTIC_TYPES) - {"type"}:
+        raise ProtocolError(f"{param}: unknown parameter(s) {shown(sorted(unknown))} (semantic_vad takes {', '.join(SEMANTIC_TYPES)})", "unknown_parameter", param)
+    e = "auto" if td.get("eagerness") is None else td["eagerness"]
+    if not isinstance(e, str) or e not in EAGERNESS_WAIT_MS:
+        raise ProtocolError(f"{param}.eagerness must be one of {', '.join(map(repr, EAGERNESS_WAIT_MS))}, got {shown(e)}", "invalid_value", f"{param}.eagerness")
+    try: smart_turn_path()
+    except RuntimeError as x: raise ProtocolError(f"{param}: {x}; or use server_vad", "unsupported_turn_detection", param) from None
+    out = {"type": "semantic_vad", "eagerness": e, "create_response": True, "interrupt_response": True}
+    out.update({k: typed(v, "boolean", f"{param}.{k}") for k, v in td.items() if k in ("create_response", "interrupt_response") and v is not None})
+    return out
+
 def turn_detection(td, settings: Settings) -> dict|None:
     "A checked `turn_detection` (None: manual turns)."
     if td is None: return None
     param = "session.audio.input.turn_detection"
+    if isinstance(td, dict) and td.get("type") == "semantic_vad": return semantic_vad(td, param)
     if not isinstance(td, dict) or td.get("type") != "server_vad":
         got = td.get("type") if isinstance(td, dict) else td
-        raise ProtocolError(f"{param}.type must be 'server_vad' (or turn detection null), got {shown(got)}: semantic_vad is not supported here",
+        raise ProtocolError(f"{param}.type must be 'server_vad' or 'semantic_vad' (or turn detection null), got {shown(got)}",
                             "unsupported_turn_detection", param)
     if unknown := set(td) - set(TURN_TYPES) - {"type"}:
         raise ProtocolError(f"{param}: unknown parameter(s) {shown(sorted(unknown))}", "unknown_parameter", param)
