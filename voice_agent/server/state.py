@@ -116,7 +116,7 @@ def load_all(self: ServerState):
     ready = sum(s.state == "ready" for s in self.slots.values())
     logger.info(f"Model server {self.status()}: {ready} of {len(self.configured)} models ready after {time.perf_counter()-t0:.1f}s")
 
-# %% ../../nbs/09f3_server_state.ipynb #ba708c12
+# %% ../../nbs/09f3_server_state.ipynb #88c5ddd0
 @patch
 def start_loading(self: ServerState):
     "Load in a background thread, so the server answers `/health` while models load."

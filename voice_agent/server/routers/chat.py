@@ -61,6 +61,7 @@ def call_deltas(call: ToolCall, # a valid call
     return [Delta(tool_calls=[ToolCallDelta(index=index, id=call.id, type="function", function=FunctionDelta(name=call.name, arguments=""))]),
             Delta(tool_calls=[ToolCallDelta(index=index, function=FunctionDelta(arguments=call.arguments))])]
 
+# %% ../../../nbs/09j_server_chat.ipynb #194fb5e9
 async def stream_chat_events(st: ServerState, # the app's state
                              slot: ModelSlot, # the ready LLM
                              req: ChatCompletionRequest, # the request
