@@ -84,6 +84,13 @@ def _layout(self: VoicePanel) -> list: # the panel's rows, top to bottom
             row(self.turn_button, self.reset_button, self.progress, self.status), self.error, self.stages,
             W.HTML(SECTION.format("Conversation")), self.transcript]
 
+# %% ../../nbs/11g_panels_voice.ipynb #3a41e2c3
+@patch
+def _on_upload(self: VoicePanel, change):
+    "An upload arrived: use it for the next turn."
+    files = change["new"]
+    if files: self.set_audio(bytes(files[0]["content"]), files[0]["name"])
+
 # %% ../../nbs/11g_panels_voice.ipynb #5a2dfa76
 @patch(as_prop=True)
 def history(self: VoicePanel) -> list[dict]: # a user and an assistant message per turn, oldest first
@@ -112,12 +119,6 @@ def set_audio(self: VoicePanel, data: bytes, # the file's bytes: WAV, FLAC or OG
         self.file_info.value = f"<b>{esc(name)}</b>: {len(x)/sr:.1f} s at {sr} Hz, {x.shape[1]} channel(s), {len(data)/1024:.0f} KiB"
     except AudioError as e:
         self.file_info.value = f"<b>{esc(name)}</b>: " + badge(f"not readable as audio: {e}", "warning")
-
-@patch
-def _on_upload(self: VoicePanel, change):
-    "An upload arrived: use it for the next turn."
-    files = change["new"]
-    if files: self.set_audio(bytes(files[0]["content"]), files[0]["name"])
 
 # %% ../../nbs/11g_panels_voice.ipynb #922859ba
 @patch
