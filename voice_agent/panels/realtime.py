@@ -15,66 +15,11 @@ from ..model_client import ModelClient
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['ESM', 'CSS', 'RATE', 'PCM', 'RealtimePanel', 'realtime_url', 'session_config', 'KernelServer']
+__all__ = ['ESM', 'CSS', 'RATE', 'PCM', 'realtime_url', 'session_config', 'KernelServer', 'RealtimePanel']
 
 # %% ../../nbs/11h_panels_realtime.ipynb #98a5c217
 ESM = files("voice_agent.panels").joinpath("realtime.js").read_text(encoding="utf-8")  # the browser side: an ES module
 CSS = files("voice_agent.panels").joinpath("realtime.css").read_text(encoding="utf-8")  # its style
-
-# %% ../../nbs/11h_panels_realtime.ipynb #d5ab8913
-class RealtimePanel(anywidget.AnyWidget):
-    "A spoken conversation from the browser's microphone over `/v1/realtime`: state, transcript, Start/Stop; replies play as they stream."
-    _esm, _css = ESM, CSS
-    url = Unicode("").tag(sync=True)           # the WebSocket URL the browser connects to
-    api_key = Unicode("").tag(sync=True)       # sent by the browser as the `openai-insecure-api-key.<key>` subprotocol
-    session = Dict().tag(sync=True)            # the `session.update` sent on connecting
-    running = Bool(False).tag(sync=True)       # the microphone and the session are on (set by Start/Stop, or `start()`/`stop()`)
-    state = Unicode("off").tag(sync=True)      # from the browser: off, connecting, listening, thinking, speaking
-    transcript = List().tag(sync=True)         # from the browser: {id, role, text, done, interrupted, latency_ms} per item
-    error = Unicode("").tag(sync=True)         # from the browser: the last error, as the panel shows it
-    _key = Unicode("").tag(sync=True)          # ties the browser's one conversation to this widget, whatever its views
-
-    def __init__(self, source=None, # a server URL, a `ModelClient`, a dict of loaded models, or a `KernelServer` (default: MODEL_SERVER_URL)
-                 model: str|None=None, # the `model` of the connect URL (default: the server's LLM)
-                 api_key: str|None=None, # default: the client's, or MODEL_SERVER_API_KEY
-                 instructions: str|None=None, # the system message (default: the server's)
-                 voice: str|None=None, # the reply's voice (default: the server's)
-                 silence_ms: int|None=None, # silence that ends a turn (default: the server's, 500 ms)
-                 threshold: float=0.5, # the VAD's speech threshold: raise it in a noisy room
-                 settings: Settings|None=None, # default: `get_settings()`
-                 **kwargs):
-        s = settings or get_settings()
-        self.server: KernelServer|None = None
-        if isinstance(source, dict): source = self.server = KernelServer(source, s)
-        if isinstance(source, KernelServer): base, key = source.url, source.api_key
-        elif isinstance(source, ModelClient): base, key = source.url, source.api_key
-        elif source is None or isinstance(source, str): base, key = source or s.server_url, s.api_key
-        else: raise TypeError(f"RealtimePanel needs a server URL, a ModelClient, loaded models (a dict) or a KernelServer, not {type(source).__name__}")
-        super().__init__(url=realtime_url(base, model), api_key=(key if api_key is None else api_key) or "", _key=secrets.token_hex(8),
-                         session=session_config(instructions, voice, silence_ms, threshold), **kwargs)
-        self.add_class("va-realtime-panel")
-
-    def close(self):
-        "Close the widget, and stop the in-kernel server if the panel started one."
-        self.running = False
-        if self.server is not None: self.server.stop()
-        super().close()
-
-# %% ../../nbs/11h_panels_realtime.ipynb #a0ba7cc9
-@patch
-def start(self: RealtimePanel):
-    "Open the microphone and the session of the displayed panel, as Start does (a browser that wants a click first says so in the panel)."
-    self.running = True
-
-@patch
-def stop(self: RealtimePanel):
-    "Close the microphone and end the session: the server forgets the conversation."
-    self.running = False
-
-@patch(as_prop=True)
-def turns(self: RealtimePanel) -> list[tuple[str, str]]: # (role, text) per finished item, oldest first
-    "The conversation so far, as the browser reported it."
-    return [(t["role"], t["text"]) for t in self.transcript if t.get("done")]
 
 # %% ../../nbs/11h_panels_realtime.ipynb #f0ff5c56
 def realtime_url(server: str, # the model server: `http(s)://host:port` (its base URL, as `MODEL_SERVER_URL`), or a `ws(s)://` URL
@@ -154,8 +99,64 @@ def _wait_started(self: KernelServer, timeout: float): # seconds
             raise RuntimeError(f"the in-kernel model server on {self.url} did not start within {timeout:g} s: see the kernel's log")
         time.sleep(0.02)
 
+# %% ../../nbs/11h_panels_realtime.ipynb #2f431da0
 @patch
 def stop(self: KernelServer, timeout: float=10): # seconds to wait for the thread
     "Stop serving (open sessions are closed)."
     self.server.should_exit = True
     self._thread.join(timeout)
+
+# %% ../../nbs/11h_panels_realtime.ipynb #d5ab8913
+class RealtimePanel(anywidget.AnyWidget):
+    "A spoken conversation from the browser's microphone over `/v1/realtime`: state, transcript, Start/Stop; replies play as they stream."
+    _esm, _css = ESM, CSS
+    url = Unicode("").tag(sync=True)           # the WebSocket URL the browser connects to
+    api_key = Unicode("").tag(sync=True)       # sent by the browser as the `openai-insecure-api-key.<key>` subprotocol
+    session = Dict().tag(sync=True)            # the `session.update` sent on connecting
+    running = Bool(False).tag(sync=True)       # the microphone and the session are on (set by Start/Stop, or `start()`/`stop()`)
+    state = Unicode("off").tag(sync=True)      # from the browser: off, connecting, listening, thinking, speaking
+    transcript = List().tag(sync=True)         # from the browser: {id, role, text, done, interrupted, latency_ms} per item
+    error = Unicode("").tag(sync=True)         # from the browser: the last error, as the panel shows it
+    _key = Unicode("").tag(sync=True)          # ties the browser's one conversation to this widget, whatever its views
+
+    def __init__(self, source=None, # a server URL, a `ModelClient`, a dict of loaded models, or a `KernelServer` (default: MODEL_SERVER_URL)
+                 model: str|None=None, # the `model` of the connect URL (default: the server's LLM)
+                 api_key: str|None=None, # default: the client's, or MODEL_SERVER_API_KEY
+                 instructions: str|None=None, # the system message (default: the server's)
+                 voice: str|None=None, # the reply's voice (default: the server's)
+                 silence_ms: int|None=None, # silence that ends a turn (default: the server's, 500 ms)
+                 threshold: float=0.5, # the VAD's speech threshold: raise it in a noisy room
+                 settings: Settings|None=None, # default: `get_settings()`
+                 **kwargs):
+        s = settings or get_settings()
+        self.server: KernelServer|None = None
+        if isinstance(source, dict): source = self.server = KernelServer(source, s)
+        if isinstance(source, KernelServer): base, key = source.url, source.api_key
+        elif isinstance(source, ModelClient): base, key = source.url, source.api_key
+        elif source is None or isinstance(source, str): base, key = source or s.server_url, s.api_key
+        else: raise TypeError(f"RealtimePanel needs a server URL, a ModelClient, loaded models (a dict) or a KernelServer, not {type(source).__name__}")
+        super().__init__(url=realtime_url(base, model), api_key=(key if api_key is None else api_key) or "", _key=secrets.token_hex(8),
+                         session=session_config(instructions, voice, silence_ms, threshold), **kwargs)
+        self.add_class("va-realtime-panel")
+
+    def close(self):
+        "Close the widget, and stop the in-kernel server if the panel started one."
+        self.running = False
+        if self.server is not None: self.server.stop()
+        super().close()
+
+# %% ../../nbs/11h_panels_realtime.ipynb #a0ba7cc9
+@patch
+def start(self: RealtimePanel):
+    "Open the microphone and the session of the displayed panel, as Start does (a browser that wants a click first says so in the panel)."
+    self.running = True
+
+@patch
+def stop(self: RealtimePanel):
+    "Close the microphone and end the session: the server forgets the conversation."
+    self.running = False
+
+@patch(as_prop=True)
+def turns(self: RealtimePanel) -> list[tuple[str, str]]: # (role, text) per finished item, oldest first
+    "The conversation so far, as the browser reported it."
+    return [(t["role"], t["text"]) for t in self.transcript if t.get("done")]
