@@ -107,13 +107,24 @@ def find(self: RealtimeSession, item_id: Any, param: str="item_id") -> int:
         if it["id"] == item_id: return i
     raise ProtocolError(f"no item with id {shown(item_id, 70)} in this conversation", "item_not_found", param)
 
+@patch
+def find_call(self: RealtimeSession, call_id: str) -> dict:
+    "The `function_call` item a `function_call_output` answers; an error saying what to send when there is none."
+    for it in reversed(self.items):
+        if it.get("type") == "function_call" and it.get("call_id") == call_id: return it
+    calls = [it["call_id"] for it in self.items if it.get("type") == "function_call"][-3:]
+    raise ProtocolError(f"item.call_id {shown(call_id, 70)} answers no function_call in this conversation: send the call_id of a function_call item "
+                        f"the server sent (response.done lists them{'; the latest: ' + ', '.join(calls) if calls else '; there are none yet'})",
+                        "call_not_found", "item.call_id")
+
 @handles("conversation.item.create")
 async def on_item_create(self: RealtimeSession, e: dict):
-    "Add a message to the conversation (audio content is transcribed)."
+    "Add a message, function call or function call's output to the conversation (audio content is transcribed)."
     item, prev = check_item(e.get("item"), self.settings), e.get("previous_item_id")
     if any(it["id"] == item["id"] for it in self.items): raise ProtocolError(f"an item with id {item['id']!r} already exists", "duplicate_item_id", "item.id")
+    if item["type"] == "function_call_output": self.find_call(item["call_id"])
     pos = len(self.items) if prev is None else 0 if prev == "root" else self.find(prev, "previous_item_id") + 1
-    audio = next((c for c in item["content"] if c["type"] == "input_audio"), None)
+    audio = next((c for c in item.get("content", []) if c["type"] == "input_audio"), None)
     if audio: pcm = decode_pcm(audio.pop("audio"))
     self.items.insert(pos, item)
     await self.send(event("conversation.item.added", item=item, previous_item_id=self.items[pos-1]["id"] if pos else None))
@@ -155,7 +166,7 @@ async def on_item_truncate(self: RealtimeSession, e: dict):
     "Cut an assistant item's audio (and its transcript) at what the client played."
     item = self.items[self.find(e.get("item_id"))]
     ms = event_field(e, "audio_end_ms", int, "a whole number of milliseconds")
-    if item["role"] != "assistant" or item["id"] not in self.spoken:
+    if item.get("role") != "assistant" or item["id"] not in self.spoken:
         raise ProtocolError(f"item {item['id']!r} has no audio to truncate", "invalid_value", "item_id")
     if e.get("content_index", 0) != 0: raise ProtocolError("content_index must be 0", "invalid_value", "content_index")
     sentences, total = self.spoken[item["id"]]
