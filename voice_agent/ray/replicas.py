@@ -15,28 +15,7 @@ from ..server.slots import LABELS, default_loaders, model_setting
 from .options import CALL_TIMEOUT
 
 # %% auto #0
-__all__ = ['ModelReplica', 'replica_identity', 'ReplicaFailed', 'first_line', 'plain_attempts', 'StreamEnd', 'ReplicaBoard']
-
-# %% ../../nbs/12b_ray_replicas.ipynb #e276d6b4
-class ModelReplica:
-    "One replica of one model: runs the loading chain once, reports itself to the board while it lives, serves one call at a time."
-    def __init__(self, kind: str, # "llm", "stt" or "tts"
-                 settings: Settings, # the models and their options
-                 board=None, # the board's handle (None: report to nobody)
-                 loader: Callable[[Settings], Any]|None=None, # default: `default_loaders()[kind]`, the recorded fallback chain
-                 beat: float|None=1.0, # seconds between reports to the board (None: report only when the state changes)
-                 hung_after: float=CALL_TIMEOUT, # seconds one call may run (a stream: between pieces) before Serve's health check fails
-                ):
-        self.kind, self.label, self.settings, self.board, self.beat, self.hung_after = kind, LABELS[kind], settings, board, beat, hung_after
-        self.me, self.name = replica_identity(), model_setting(settings, kind)
-        if self.me["actor"]: setup_logging()  # in a Ray worker: log our INFO lines too
-        self.state, self.model, self.info, self.attempts, self.error, self.load_seconds = "loading", None, {}, [], None, None
-        self.in_flight, self.served, self._lock, self._count, self._stop = 0, 0, threading.Lock(), threading.Lock(), threading.Event()
-        self._since = None  # when the running call started or last gave a piece (None: no call runs)
-        self.report()
-        if board is not None and beat: threading.Thread(target=self._beat, daemon=True, name=f"voice_agent-{kind}-beat").start()
-        self._load(loader)
-        self.report()
+__all__ = ['replica_identity', 'ReplicaFailed', 'first_line', 'plain_attempts', 'ModelReplica', 'StreamEnd', 'ReplicaBoard']
 
 # %% ../../nbs/12b_ray_replicas.ipynb #5de05feb
 _ids = itertools.count(1)
@@ -66,6 +45,42 @@ def plain_attempts(obj) -> list[dict]:
     xs = obj.get("attempts") if isinstance(obj, dict) else getattr(obj, "attempts", None)
     return [asdict(a) if is_dataclass(a) else dict(a) for a in xs or []]
 
+# %% ../../nbs/12b_ray_replicas.ipynb #e276d6b4
+class ModelReplica:
+    "One replica of one model: runs the loading chain once, reports itself to the board while it lives, serves one call at a time."
+    def __init__(self, kind: str, # "llm", "stt" or "tts"
+                 settings: Settings, # the models and their options
+                 board=None, # the board's handle (None: report to nobody)
+                 loader: Callable[[Settings], Any]|None=None, # default: `default_loaders()[kind]`, the recorded fallback chain
+                 beat: float|None=1.0, # seconds between reports to the board (None: report only when the state changes)
+                 hung_after: float=CALL_TIMEOUT, # seconds one call may run (a stream: between pieces) before Serve's health check fails
+                ):
+        self.kind, self.label, self.settings, self.board, self.beat, self.hung_after = kind, LABELS[kind], settings, board, beat, hung_after
+        self.me, self.name = replica_identity(), model_setting(settings, kind)
+        if self.me["actor"]: setup_logging()  # in a Ray worker: log our INFO lines too
+        self.state, self.model, self.info, self.attempts, self.error, self.load_seconds = "loading", None, {}, [], None, None
+        self.in_flight, self.served, self._lock, self._count, self._stop = 0, 0, threading.Lock(), threading.Lock(), threading.Event()
+        self._since = None  # when the running call started or last gave a piece (None: no call runs)
+        self.report()
+        if board is not None and beat: threading.Thread(target=self._beat, daemon=True, name=f"voice_agent-{kind}-beat").start()
+        self._load(loader)
+        self.report()
+
+@patch
+def entry(self: ModelReplica) -> dict:
+    "What the board (and `/health`) shows of this replica."
+    i = self.info
+    return {**self.me, "kind": self.kind, "state": self.state, "name": self.name, "device": i.get("device"),
+            "loading_strategy": i.get("loading_strategy"), "type": i.get("type"), "load_seconds": self.load_seconds,
+            "attempts": self.attempts, "error": self.error, "in_flight": self.in_flight, "served": self.served, "info": i}
+
+@patch
+def report(self: ModelReplica):
+    "Tell the board how this replica is (never raises: the board may be restarting)."
+    if self.board is None: return
+    try: self.board.report.remote(self.entry())
+    except Exception as e: logger.warning(f"{self.label} replica {self.me['replica']}: could not report to the board: {one_line(e)}")
+
 # %% ../../nbs/12b_ray_replicas.ipynb #b2f941fd
 @patch
 def _load(self: ModelReplica, loader: Callable[[Settings], Any]|None):
@@ -86,22 +101,6 @@ def _load(self: ModelReplica, loader: Callable[[Settings], Any]|None):
     if self.state == "ready":
         logger.info(f"✓ {self.label} replica {self.me['replica']} ready on {self.me['node']}: {self.name} on "
                     f"{self.info.get('device')} via {self.info.get('loading_strategy')} in {self.load_seconds:.1f}s")
-
-# %% ../../nbs/12b_ray_replicas.ipynb #f59ac8d3
-@patch
-def entry(self: ModelReplica) -> dict:
-    "What the board (and `/health`) shows of this replica."
-    i = self.info
-    return {**self.me, "kind": self.kind, "state": self.state, "name": self.name, "device": i.get("device"),
-            "loading_strategy": i.get("loading_strategy"), "type": i.get("type"), "load_seconds": self.load_seconds,
-            "attempts": self.attempts, "error": self.error, "in_flight": self.in_flight, "served": self.served, "info": i}
-
-@patch
-def report(self: ModelReplica):
-    "Tell the board how this replica is (never raises: the board may be restarting)."
-    if self.board is None: return
-    try: self.board.report.remote(self.entry())
-    except Exception as e: logger.warning(f"{self.label} replica {self.me['replica']}: could not report to the board: {one_line(e)}")
 
 @patch
 def _beat(self: ModelReplica):
