@@ -15,25 +15,8 @@ from .options import APP, NAMESPACE, deployment_options, most_replicas
 from .ingress import build_app
 
 # %% auto #0
-__all__ = ['LOCAL_RAY_ENV', 'SLOW_IMPORTS', 'RAY_PORTS', 'TOKEN_FILE', 'LocalCluster', 'write_token', 'free_port',
+__all__ = ['LOCAL_RAY_ENV', 'SLOW_IMPORTS', 'RAY_PORTS', 'TOKEN_FILE', 'write_token', 'LocalCluster', 'free_port',
            'reserved_cpus', 'session_pids', 'TokenRefused', 'token_refused', 'join_ray', 'serve_on_ray']
-
-# %% ../../nbs/12e_ray_cluster.ipynb #4f318f43
-class LocalCluster:
-    "A one-machine Ray cluster on the loopback, started and stopped by this process (`ray start --head --block` in its own process group)."
-    def __init__(self, cpus: float=0, # CPUs it must offer at least
-                 timeout: float=180.0, # seconds one start may take
-                 tries: int=5, # starts to try (a loaded machine may miss Ray's own startup deadlines)
-                ):
-        self.cpus, self.timeout, self.tries, self.proc, self.address, self.output = cpus, timeout, tries, None, None, []
-        self.temp_dir = tempfile.mkdtemp(prefix="va-ray-")  # its sessions, logs and token (short: Ray's socket paths must fit)
-        self.token_path = write_token(self.temp_dir)
-        self.join_env = {**LOCAL_RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(self.token_path)}  # what a process needs to join it
-        self.env = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}, **self.join_env}  # a RAY_AUTH_TOKEN would win
-        if importlib.util.find_spec("rfc3987_syntax"):  # see SLOW_IMPORTS
-            shim = Path(self.temp_dir)/"shim"; shim.mkdir()
-            (shim/"rfc3987_syntax.py").write_text(f"raise ImportError({SLOW_IMPORTS['rfc3987_syntax']!r})\n")
-            self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
 
 # %% ../../nbs/12e_ray_cluster.ipynb #6ec5a194
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -54,6 +37,23 @@ def write_token(folder: str|Path, # the cluster's temp dir
     p = Path(folder)/TOKEN_FILE
     with os.fdopen(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f: f.write(secrets.token_hex(32))
     return p
+
+# %% ../../nbs/12e_ray_cluster.ipynb #4f318f43
+class LocalCluster:
+    "A one-machine Ray cluster on the loopback, started and stopped by this process (`ray start --head --block` in its own process group)."
+    def __init__(self, cpus: float=0, # CPUs it must offer at least
+                 timeout: float=180.0, # seconds one start may take
+                 tries: int=5, # starts to try (a loaded machine may miss Ray's own startup deadlines)
+                ):
+        self.cpus, self.timeout, self.tries, self.proc, self.address, self.output = cpus, timeout, tries, None, None, []
+        self.temp_dir = tempfile.mkdtemp(prefix="va-ray-")  # its sessions, logs and token (short: Ray's socket paths must fit)
+        self.token_path = write_token(self.temp_dir)
+        self.join_env = {**LOCAL_RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(self.token_path)}  # what a process needs to join it
+        self.env = {**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"}, **self.join_env}  # a RAY_AUTH_TOKEN would win
+        if importlib.util.find_spec("rfc3987_syntax"):  # see SLOW_IMPORTS
+            shim = Path(self.temp_dir)/"shim"; shim.mkdir()
+            (shim/"rfc3987_syntax.py").write_text(f"raise ImportError({SLOW_IMPORTS['rfc3987_syntax']!r})\n")
+            self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH", "")) if p)
 
 # %% ../../nbs/12e_ray_cluster.ipynb #7160465e
 def free_port() -> int:
