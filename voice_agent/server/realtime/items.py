@@ -45,20 +45,6 @@ async def transcribe(self: RealtimeSession, pcm: np.ndarray) -> str:
     model = slot.require()
     return (await slot.run(lambda: model.transcribe(to_16k(pcm), 16000))).strip()
 
-@patch
-async def commit(self: RealtimeSession, pcm: np.ndarray, item_id: str|None=None, # the item's id (default: a new one)
-                  transcript: asyncio.Future|None=None, # its transcription, when already started
-                 ) -> dict: # the user's item
-    "Make `pcm` a user item and transcribe it."
-    check_commit(len(pcm))
-    item, prev = _user_audio_item(item_id or new_id("item")), (self.items[-1]["id"] if self.items else None)
-    self.items.append(item)
-    await self.send(event("input_audio_buffer.committed", item_id=item["id"], previous_item_id=prev))
-    await self.send(event("conversation.item.added", item=item, previous_item_id=prev))
-    self.transcripts[item["id"]] = asyncio.ensure_future(self.finish_transcript(item, transcript or asyncio.ensure_future(self.transcribe(pcm)), len(pcm)))
-    await self.forget_oldest()
-    return item
-
 # %% ../../../nbs/09ka5_realtime_items.ipynb #864272d8
 @patch
 async def finish_transcript(self: RealtimeSession, item: dict, job: asyncio.Future, samples: int) -> str:
@@ -97,6 +83,21 @@ async def transcript(self: RealtimeSession, item_id: str) -> str:
 async def heard(self: RealtimeSession):
     "Wait until every transcription in progress has ended (the user's words are all in)."
     for item_id in list(self.transcripts): await self.transcript(item_id)
+
+# %% ../../../nbs/09ka5_realtime_items.ipynb #68f9402a
+@patch
+async def commit(self: RealtimeSession, pcm: np.ndarray, item_id: str|None=None, # the item's id (default: a new one)
+                  transcript: asyncio.Future|None=None, # its transcription, when already started
+                 ) -> dict: # the user's item
+    "Make `pcm` a user item and transcribe it."
+    check_commit(len(pcm))
+    item, prev = _user_audio_item(item_id or new_id("item")), (self.items[-1]["id"] if self.items else None)
+    self.items.append(item)
+    await self.send(event("input_audio_buffer.committed", item_id=item["id"], previous_item_id=prev))
+    await self.send(event("conversation.item.added", item=item, previous_item_id=prev))
+    self.transcripts[item["id"]] = asyncio.ensure_future(self.finish_transcript(item, transcript or asyncio.ensure_future(self.transcribe(pcm)), len(pcm)))
+    await self.forget_oldest()
+    return item
 
 # %% ../../../nbs/09ka5_realtime_items.ipynb #6ac5f364
 @patch
