@@ -74,44 +74,6 @@ async def on_response_cancel(self: RealtimeSession, e: dict):
         raise ProtocolError(f"response {shown(e['response_id'], 40)} is not the one in progress ({self.response.id})", "invalid_value", "response_id")
     await self.cancel("client_cancelled")
 
-# %% ../../../nbs/09ka6_realtime_responses.ipynb #9898bfdd
-@patch
-async def respond(self: RealtimeSession, opts: dict, # a `response.create`'s `response`
-                   r: RealtimeResponse|None=None, # the response (default: a new one, released at once)
-                   draft: str|None=None, # a draft's user text: the response is held back (`r.release()`) until the turn ends
-                  ):
-    "Run one response: wait for the user's words, stream the LLM, speak each sentence as it is complete; a released response always ends with `response.done`."
-    r = r or self.new_response(opts)
-    if draft is None: self.response = r; r.release()
-    item = {"id": r.item_id, "object": "realtime.item", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
-    status, details = "completed", None
-    try:
-        if draft is None: await self.heard()  # the user's words are all in
-        messages, ids = conversation_messages(self.items, opts.get("instructions", self.config["instructions"]), self.cut)
-        messages += [{"role": "user", "content": draft}] if draft else []
-        tools = llm_tools(opts.get("tools", self.config["tools"]), opts.get("tool_choice", self.config["tool_choice"]), messages)
-        try: await self.generate(r, item, messages, len(messages) - len(ids) - bool(draft), tools)
-        finally:
-            if r.dropped and ids: self.cut = ids[min(r.dropped, len(ids) - 1)]  # the LLM reads from there on
-    except asyncio.CancelledError:
-        if not r.released.is_set(): return  # a draft dropped: it said nothing
-        status, details = "cancelled", {"type": "cancelled", "reason": self.cancel_reason or "client_cancelled"}
-    except Exception as x:
-        if not r.released.is_set(): return  # a draft that failed or gave way: the turn is answered the ordinary way
-        status, details = "failed", await self.report_failure(x)
-    finally: r.cancel.set()
-    await self.finish(r, item, status, details)
-
-@patch
-async def report_failure(self: RealtimeSession, x: Exception) -> dict:
-    "Send the `error` event of a failed response; its `status_details`."
-    ae = x if isinstance(x, ApiError) else None
-    if ae is None and not isinstance(x, ValueError): logger.exception("realtime: a response failed")
-    msg, code = (ae.message, ae.code) if ae else (f"the response failed: {one_line(x)}", "invalid_value" if isinstance(x, ValueError) else "model_error")
-    etype = ae.type if ae else "invalid_request_error" if isinstance(x, ValueError) else "server_error"
-    await self.send(error_event(ProtocolError(msg, code or "server_error", type=etype)))
-    return {"type": "failed", "error": {"type": etype, "code": code}}
-
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #d9e92348
 @patch
 async def open(self: RealtimeSession, r: RealtimeResponse, item: dict):
@@ -127,6 +89,65 @@ async def open(self: RealtimeSession, r: RealtimeResponse, item: dict):
     await self.send(event("response.content_part.added", response_id=r.id, item_id=item["id"], output_index=0, content_index=0,
                           part={"type": "audio", "transcript": ""} if r.audio else {"type": "text", "text": ""}))
     r.opened.set()
+
+# %% ../../../nbs/09ka6_realtime_responses.ipynb #89e4407d
+@patch
+async def speak(self: RealtimeSession, r: RealtimeResponse, slot: ModelSlot, model, sentences: asyncio.Queue, ids: dict):
+    "Synthesize sentences in order as they come; send each one's transcript and audio once the response is released."
+    opts = {"voice": r.voice, **({"speed": s} if (s := self.config["audio"]["output"]["speed"]) != 1.0 else {})}
+    while (s := await sentences.get()) is not None:
+        try: deltas, secs = await slot.run(speak_sentence, model, s, opts)
+        finally: r.llm_go.set()
+        r.marks.setdefault("spoken", time.monotonic())
+        self.st.metrics.audio_out.inc(secs)
+        await r.opened.wait()
+        r.sentences.append((s, r.audio_ms))
+        await self.send(event("response.output_audio_transcript.delta", **ids, delta=(" " if len(r.sentences) > 1 else "") + s))
+        for d in deltas:
+            await self.send(event("response.output_audio.delta", **ids, delta=d))
+            if r.first_audio is None: r.first_audio = time.monotonic()
+            r.audio_ms += delta_ms(d)
+        self.spoken[ids["item_id"]] = (r.sentences, r.audio_ms)
+
+# %% ../../../nbs/09ka6_realtime_responses.ipynb #55f5ae27
+@patch
+async def send_call(self: RealtimeSession, r: RealtimeResponse, call: ToolCall, index: int) -> dict:
+    "One valid call as the response's output item `index`: added, its arguments, done; it joins the conversation."
+    it = {"id": new_id("item"), "object": "realtime.item", "type": "function_call", "status": "in_progress", "name": call.name, "call_id": call.id, "arguments": ""}
+    prev = self.items[-1]["id"] if self.items else None
+    self.items.append(it); r.calls.append(it)
+    ids = dict(response_id=r.id, item_id=it["id"], output_index=index, call_id=call.id)
+    await self.send(event("response.output_item.added", response_id=r.id, output_index=index, item=it))
+    await self.send(event("conversation.item.added", item=it, previous_item_id=prev))
+    await self.send(event("response.function_call_arguments.delta", **ids, delta=call.arguments))
+    it.update(arguments=call.arguments, status="completed")
+    await self.send(event("response.function_call_arguments.done", **ids, name=call.name, arguments=call.arguments))
+    await self.send(event("response.output_item.done", response_id=r.id, output_index=index, item=it))
+    await self.send(event("conversation.item.done", item=it, previous_item_id=prev))
+    return it
+
+
+# %% ../../../nbs/09ka6_realtime_responses.ipynb #9b797abd
+@patch
+async def send_calls(self: RealtimeSession, r: RealtimeResponse, item: dict, # the response, and its words' item
+                     calls: list[ToolCall]): # the reply's calls, checked
+    "Once the response is released: close the words' item, then send each valid call as a `function_call` item; a refused one is an `error`."
+    await r.gate.wait()
+    if not r.created: await self.send(event("response.created", response=r.describe(self.conversation_id, "in_progress"))); r.created = True
+    if item in self.items: await self.close_item(r, item, "completed")
+    r.calls = []
+    for c in calls:
+        if c.error: await self.refuse_call(c)
+        else: await self.send_call(r, c, len(r.calls) + (item in self.items))
+
+@patch
+async def refuse_call(self: RealtimeSession, call: ToolCall):
+    "The `error` for a call the checks refused."
+    logger.warning(f"realtime: the LLM's call of {call.name or 'a function'} was not passed on: {call.error}: {call.arguments[:200]!r}")
+    await self.send(error_event(ProtocolError(
+        f"the model's call of {call.name or 'a function'} was not passed on: {call.error} (it wrote {shown(call.arguments, 120)}): ask again, or force "
+        'the call with tool_choice "required" or {"type": "function", "name": ...}, which makes its arguments follow the schema', "invalid_tool_call", "tools", "server_error")))
+
 
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #3aa7dddd
 @patch
@@ -180,85 +201,6 @@ async def generate(self: RealtimeSession, r: RealtimeResponse, item: dict, messa
             if t and not t.done(): t.cancel()
     self.st.metrics.prompt_tokens.inc(r.usage.get("prompt_tokens", 0)); self.st.metrics.tokens.inc(r.usage.get("completion_tokens", 0))
 
-# %% ../../../nbs/09ka6_realtime_responses.ipynb #9b797abd
-@patch
-async def send_calls(self: RealtimeSession, r: RealtimeResponse, item: dict, # the response, and its words' item
-                     calls: list[ToolCall]): # the reply's calls, checked
-    "Once the response is released: close the words' item, then send each valid call as a `function_call` item; a refused one is an `error`."
-    await r.gate.wait()
-    if not r.created: await self.send(event("response.created", response=r.describe(self.conversation_id, "in_progress"))); r.created = True
-    if item in self.items: await self.close_item(r, item, "completed")
-    r.calls = []
-    for c in calls:
-        if c.error: await self.refuse_call(c)
-        else: await self.send_call(r, c, len(r.calls) + (item in self.items))
-
-@patch
-async def refuse_call(self: RealtimeSession, call: ToolCall):
-    "The `error` for a call the checks refused."
-    logger.warning(f"realtime: the LLM's call of {call.name or 'a function'} was not passed on: {call.error}: {call.arguments[:200]!r}")
-    await self.send(error_event(ProtocolError(
-        f"the model's call of {call.name or 'a function'} was not passed on: {call.error} (it wrote {shown(call.arguments, 120)}): ask again, or force "
-        'the call with tool_choice "required" or {"type": "function", "name": ...}, which makes its arguments follow the schema', "invalid_tool_call", "tools", "server_error")))
-
-
-# %% ../../../nbs/09ka6_realtime_responses.ipynb #55f5ae27
-@patch
-async def send_call(self: RealtimeSession, r: RealtimeResponse, call: ToolCall, index: int) -> dict:
-    "One valid call as the response's output item `index`: added, its arguments, done; it joins the conversation."
-    it = {"id": new_id("item"), "object": "realtime.item", "type": "function_call", "status": "in_progress", "name": call.name, "call_id": call.id, "arguments": ""}
-    prev = self.items[-1]["id"] if self.items else None
-    self.items.append(it); r.calls.append(it)
-    ids = dict(response_id=r.id, item_id=it["id"], output_index=index, call_id=call.id)
-    await self.send(event("response.output_item.added", response_id=r.id, output_index=index, item=it))
-    await self.send(event("conversation.item.added", item=it, previous_item_id=prev))
-    await self.send(event("response.function_call_arguments.delta", **ids, delta=call.arguments))
-    it.update(arguments=call.arguments, status="completed")
-    await self.send(event("response.function_call_arguments.done", **ids, name=call.name, arguments=call.arguments))
-    await self.send(event("response.output_item.done", response_id=r.id, output_index=index, item=it))
-    await self.send(event("conversation.item.done", item=it, previous_item_id=prev))
-    return it
-
-
-# %% ../../../nbs/09ka6_realtime_responses.ipynb #89e4407d
-@patch
-async def speak(self: RealtimeSession, r: RealtimeResponse, slot: ModelSlot, model, sentences: asyncio.Queue, ids: dict):
-    "Synthesize sentences in order as they come; send each one's transcript and audio once the response is released."
-    opts = {"voice": r.voice, **({"speed": s} if (s := self.config["audio"]["output"]["speed"]) != 1.0 else {})}
-    while (s := await sentences.get()) is not None:
-        try: deltas, secs = await slot.run(speak_sentence, model, s, opts)
-        finally: r.llm_go.set()
-        r.marks.setdefault("spoken", time.monotonic())
-        self.st.metrics.audio_out.inc(secs)
-        await r.opened.wait()
-        r.sentences.append((s, r.audio_ms))
-        await self.send(event("response.output_audio_transcript.delta", **ids, delta=(" " if len(r.sentences) > 1 else "") + s))
-        for d in deltas:
-            await self.send(event("response.output_audio.delta", **ids, delta=d))
-            if r.first_audio is None: r.first_audio = time.monotonic()
-            r.audio_ms += delta_ms(d)
-        self.spoken[ids["item_id"]] = (r.sentences, r.audio_ms)
-
-# %% ../../../nbs/09ka6_realtime_responses.ipynb #b5eac598
-@patch
-async def finish(self: RealtimeSession, r: RealtimeResponse, item: dict, status: str, details: dict|None):
-    "Close a response's item and report `response.done` (on barge-in, truncate the item to what was played); a cancel waits for it."
-    r.finishing = True
-    try: await self._finish(r, item, status, details)
-    finally:
-        if self.response is r: self.response = None
-
-@patch
-async def _finish(self: RealtimeSession, r: RealtimeResponse, item: dict, status: str, details: dict|None):
-    if not r.created: await self.send(event("response.created", response=r.describe(self.conversation_id, "in_progress")))  # ended before it began
-    if item in self.items and item["status"] == "in_progress": await self.close_item(r, item, status)
-    output = ([item] if item in self.items else []) + [c for c in getattr(r, "calls", []) if c in self.items]
-    await self.send(event("response.done", response=r.describe(self.conversation_id, status, output, details)))
-    self.report_latency(r)
-    if status == "cancelled" and self.cancel_reason == "turn_detected" and r.audio and r.first_audio is not None:
-        await self.truncate(item, r.played_ms())
-    await self.forget_oldest()
-
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #bcfa8587
 @patch
 async def close_item(self: RealtimeSession, r: RealtimeResponse, item: dict, status: str):
@@ -290,3 +232,61 @@ def report_latency(self: RealtimeSession, r: RealtimeResponse):
     logger.debug(f"realtime {r.id}: first audio {at(r.first_audio)} ms after the end of speech; heard at {at(m.get('heard'))}, "
                  f"first token at {at(m.get('token'))}, first sentence written at {at(m.get('written'))}, spoken at {at(m.get('spoken'))} "
                  f"({r.usage.get('prompt_tokens')} prompt tokens)")
+
+# %% ../../../nbs/09ka6_realtime_responses.ipynb #b5eac598
+@patch
+async def finish(self: RealtimeSession, r: RealtimeResponse, item: dict, status: str, details: dict|None):
+    "Close a response's item and report `response.done` (on barge-in, truncate the item to what was played); a cancel waits for it."
+    r.finishing = True
+    try: await self._finish(r, item, status, details)
+    finally:
+        if self.response is r: self.response = None
+
+@patch
+async def _finish(self: RealtimeSession, r: RealtimeResponse, item: dict, status: str, details: dict|None):
+    if not r.created: await self.send(event("response.created", response=r.describe(self.conversation_id, "in_progress")))  # ended before it began
+    if item in self.items and item["status"] == "in_progress": await self.close_item(r, item, status)
+    output = ([item] if item in self.items else []) + [c for c in getattr(r, "calls", []) if c in self.items]
+    await self.send(event("response.done", response=r.describe(self.conversation_id, status, output, details)))
+    self.report_latency(r)
+    if status == "cancelled" and self.cancel_reason == "turn_detected" and r.audio and r.first_audio is not None:
+        await self.truncate(item, r.played_ms())
+    await self.forget_oldest()
+
+# %% ../../../nbs/09ka6_realtime_responses.ipynb #9898bfdd
+@patch
+async def respond(self: RealtimeSession, opts: dict, # a `response.create`'s `response`
+                   r: RealtimeResponse|None=None, # the response (default: a new one, released at once)
+                   draft: str|None=None, # a draft's user text: the response is held back (`r.release()`) until the turn ends
+                  ):
+    "Run one response: wait for the user's words, stream the LLM, speak each sentence as it is complete; a released response always ends with `response.done`."
+    r = r or self.new_response(opts)
+    if draft is None: self.response = r; r.release()
+    item = {"id": r.item_id, "object": "realtime.item", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+    status, details = "completed", None
+    try:
+        if draft is None: await self.heard()  # the user's words are all in
+        messages, ids = conversation_messages(self.items, opts.get("instructions", self.config["instructions"]), self.cut)
+        messages += [{"role": "user", "content": draft}] if draft else []
+        tools = llm_tools(opts.get("tools", self.config["tools"]), opts.get("tool_choice", self.config["tool_choice"]), messages)
+        try: await self.generate(r, item, messages, len(messages) - len(ids) - bool(draft), tools)
+        finally:
+            if r.dropped and ids: self.cut = ids[min(r.dropped, len(ids) - 1)]  # the LLM reads from there on
+    except asyncio.CancelledError:
+        if not r.released.is_set(): return  # a draft dropped: it said nothing
+        status, details = "cancelled", {"type": "cancelled", "reason": self.cancel_reason or "client_cancelled"}
+    except Exception as x:
+        if not r.released.is_set(): return  # a draft that failed or gave way: the turn is answered the ordinary way
+        status, details = "failed", await self.report_failure(x)
+    finally: r.cancel.set()
+    await self.finish(r, item, status, details)
+
+@patch
+async def report_failure(self: RealtimeSession, x: Exception) -> dict:
+    "Send the `error` event of a failed response; its `status_details`."
+    ae = x if isinstance(x, ApiError) else None
+    if ae is None and not isinstance(x, ValueError): logger.exception("realtime: a response failed")
+    msg, code = (ae.message, ae.code) if ae else (f"the response failed: {one_line(x)}", "invalid_value" if isinstance(x, ValueError) else "model_error")
+    etype = ae.type if ae else "invalid_request_error" if isinstance(x, ValueError) else "server_error"
+    await self.send(error_event(ProtocolError(msg, code or "server_error", type=etype)))
+    return {"type": "failed", "error": {"type": etype, "code": code}}
