@@ -8,7 +8,7 @@ import asyncio, time
 import numpy as np
 from ...config import logger
 from ...vad import FRAME_MS
-from ...turn_model import FINISHED, TURN_SECONDS, turn_probability
+from ...turn_model import TURN_SECONDS, turn_probability
 from .protocol import ProtocolError, b64_samples, check_commit, decode_pcm, error_event, event, new_id, vad_params
 from .audio import to_16k
 from .session import RealtimeSession, Speculation, handles
@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from . import items, responses  # noqa: F401 (the methods a turn calls: commit and transcript; respond)
 
 # %% auto #0
-__all__ = ['DRAFT_HOLD_S', 'PAUSE_MS', 'on_append', 'speculate_after', 'on_commit', 'on_clear']
+__all__ = ['DRAFT_HOLD_S', 'PAUSE_MS', 'FINISHED_OVER', 'on_append', 'speculate_after', 'on_commit', 'on_clear']
 
 # %% ../../../nbs/09ka7_realtime_turns.ipynb #553b0bd2
 @handles("input_audio_buffer.append")
@@ -135,6 +135,7 @@ def drop_stale(self: RealtimeSession, draft: Speculation):
 
 # %% ../../../nbs/09ka7_realtime_turns.ipynb #8a81faad
 PAUSE_MS = 200  # semantic_vad: the pause after which the turn model is asked (Pipecat waits as long with Smart Turn)
+FINISHED_OVER = {"low": 0.9, "medium": 0.7, "auto": 0.7, "high": 0.5}  # the turn model's probability that ends a turn, by eagerness (high: Pipecat's)
 
 @patch
 async def semantic_pause(self: RealtimeSession):
@@ -146,7 +147,7 @@ async def semantic_pause(self: RealtimeSession):
     self.turn_asked = at
     p = await asyncio.to_thread(turn_probability, to_16k(a.since(max(a.speech, a.end - TURN_SECONDS*a.rate))))
     logger.debug(f"realtime: semantic_vad: after a {a.silence_ms} ms pause the turn model says finished with p={p:.2f}")
-    if p <= FINISHED: return
+    if p <= FINISHED_OVER[self.turn_detection["eagerness"]]: return
     end = a.at(a.detector.ms)  # the pause so far belongs to the turn
     a.detector.reset()
     try: await self.speech_stopped(at, end)
