@@ -16,12 +16,12 @@ MAX_LINES = 450
 
 # Lowest first. Patterns are module names without `voice_agent.`; the first floor with a matching pattern is a module's.
 FLOORS = [
-    ("base", ["config", "formats", "hardware", "audio", "audio_schemas", "vad", "turn_model"]),  # import nothing of ours but config
+    ("base", ["config", "formats", "hardware", "audio", "audio_schemas", "vad"]),  # import nothing of ours but config
     ("model files", ["offline", "demo"]),                                        # where models are, the tiny ones we build
     ("loading", ["loading", "profiles"]),                                        # the loading strategies; which models a profile names
     ("chat protocol", ["chat", "tools"]),                                        # messages, options, stop strings, tool calls
     ("light client", ["schemas", "model_client"]),                               # request/response types and the client: no engine below them
-    ("engines", ["llama", "llm", "stt", "tts"]),                                 # the models (torch, llama.cpp, faster-whisper, Piper)
+    ("engines", ["llama", "llm", "stt", "tts", "turn_model"]),                 # the models (torch, llama.cpp, faster-whisper, Piper)
     ("server basics", ["server.metrics", "server.errors", "server.generation", "server.audio_io", "server.fakes"]),
     ("model slot", ["server.model_slot"]),
     ("slot users", ["server.streaming", "server.state"]),

@@ -4,7 +4,6 @@
 
 # %% ../nbs/06e_turn_model.ipynb #0df91d70
 from __future__ import annotations
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
 import numpy as np
@@ -19,14 +18,13 @@ TURN_SECONDS = 8      # the audio it reads: the turn's last 8 s (shorter turns p
 SMART_TURN = "audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx"  # where the file lies inside the `pipecat` package
 
 def smart_turn_path() -> Path: # the ONNX file
-    "Smart Turn v3.2's ONNX file, from the installed `pipecat-ai` wheel (Pipecat is not imported)."
-    spec = importlib.util.find_spec("pipecat")
-    where = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
-    for d in where:
-        if (d/SMART_TURN).is_file(): return d/SMART_TURN
-    raise RuntimeError(f"semantic turn detection needs Smart Turn v3.2 ({Path(SMART_TURN).name}), which ships in the pipecat-ai wheel: "
-                       + (f"pipecat is installed at {where[0]} but the file is missing: reinstall it: " if where else "")
-                       + "pip install pipecat-ai (no network is needed once it is installed)")
+    "Smart Turn v3.2's ONNX file, from the installed `pipecat-ai` wheel (found with `packaged_model`: Pipecat is not imported)."
+    from voice_agent.offline import ModelNotAvailable, PackageMissing, packaged_model
+    try: return packaged_model("pipecat", SMART_TURN, "pipecat-ai")
+    except PackageMissing: why = "the package is not installed: pip install pipecat-ai"  # not in voice_agent's extras (a dev requirement)
+    except ModelNotAvailable as e: why = str(e)
+    raise RuntimeError(f"semantic turn detection needs Smart Turn v3.2 ({Path(SMART_TURN).name}), which ships in the pipecat-ai "
+                       f"wheel (nothing is downloaded): {why}")
 
 # %% ../nbs/06e_turn_model.ipynb #7f351264
 @lru_cache(maxsize=None)
