@@ -4,31 +4,37 @@
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #15c0ffa1
 from __future__ import annotations
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+import json
+from fastapi import APIRouter, Request, Security, WebSocket, WebSocketDisconnect
+from fastapi.responses import Response
 from ...config import logger
-from ..deps import check_ws_access, chosen_protocol, refuse_websocket
-from ..errors import ApiError
+from ..deps import access, check_ws_access, chosen_protocol, refuse_websocket
+from ..errors import ApiError, error_responses
 from ..slots import ServerState
 from ..realtime.session import RealtimeSession, live_sessions, watch_memory
+from ..realtime.webrtc import SDP_LIMIT, answer_call, need_aiortc
 from ..realtime import turns  # noqa: F401 (the session's handlers: turns, items, responses)
 
 # %% auto #0
-__all__ = ['router', 'realtime']
+__all__ = ['router', 'check_room', 'realtime', 'read_offer', 'create_call']
 
 # %% ../../../nbs/09ka_server_realtime.ipynb #c05d2ef4
 router = APIRouter(tags=["realtime"])
+
+def check_room(st: ServerState):
+    "Refuse (503) a session over `MODEL_SERVER_MAX_SESSIONS` (WebSocket and WebRTC sessions together)."
+    live = live_sessions(st)
+    if len(live) >= st.settings.max_sessions:
+        st.metrics.rejected.labels("realtime", "too_many_sessions").inc()
+        raise ApiError(503, f"this server already has {len(live)} realtime sessions (MODEL_SERVER_MAX_SESSIONS={st.settings.max_sessions}): "
+                       "retry later or raise the limit", "overloaded", "too_many_sessions", headers={"Retry-After": "5"})
 
 @router.websocket("/v1/realtime")
 async def realtime(ws: WebSocket, model: str|None=None):
     "OpenAI's Realtime API over WebSocket: a spoken (or typed) conversation with the served models."
     st: ServerState = ws.app.state.server
     live = live_sessions(st)
-    try:
-        check_ws_access(st, ws)
-        if len(live) >= st.settings.max_sessions:
-            st.metrics.rejected.labels("realtime", "too_many_sessions").inc()
-            raise ApiError(503, f"this server already has {len(live)} realtime sessions (MODEL_SERVER_MAX_SESSIONS={st.settings.max_sessions}): "
-                           "retry later or raise the limit", "overloaded", "too_many_sessions", headers={"Retry-After": "5"})
+    try: check_ws_access(st, ws); check_room(st)
     except ApiError as e: return await refuse_websocket(ws, e)
     session = RealtimeSession(ws, st, model or st.slots["llm"].name)
     live.add(session)
@@ -42,3 +48,41 @@ async def realtime(ws: WebSocket, model: str|None=None):
         live.discard(session)
         await session.close()
         logger.info(f"realtime session closed ({len(live)} open)")
+
+# %% ../../../nbs/09ka_server_realtime.ipynb #66b66f34
+async def read_offer(request: Request) -> tuple[str, dict|None]:
+    "The SDP offer and the session's configuration: a body of `application/sdp`, or multipart with `sdp` and `session` (OpenAI's client)."
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if (n := request.headers.get("content-length", "")).isdigit() and int(n) > SDP_LIMIT:
+        raise ApiError(413, f"the offer is {n} bytes, over the limit of {SDP_LIMIT}", code="body_too_large")
+    if kind == "multipart/form-data":
+        form = await request.form(max_files=2, max_fields=4, max_part_size=SDP_LIMIT)
+        sdp, session = form.get("sdp"), form.get("session")
+        read = lambda v: v if v is None or isinstance(v, str) else v.file.read(SDP_LIMIT + 1).decode("utf-8", "replace")
+        sdp, session = read(sdp), read(session)
+        if sdp is None: raise ApiError(400, "the multipart body has no `sdp` field: send the SDP offer in it", code="invalid_offer", param="sdp")
+        try: session = None if session is None else json.loads(session)
+        except ValueError as x: raise ApiError(400, f"the `session` field is not JSON ({x}): send the session configuration as a JSON object",
+                                              param="session") from None
+        return sdp, session
+    if kind not in ("application/sdp", "text/plain", ""):
+        raise ApiError(415, f"the body is {kind!r}: send the SDP offer as application/sdp, or multipart/form-data with `sdp` and `session` fields",
+                       code="unsupported_media_type")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > SDP_LIMIT: raise ApiError(413, f"the offer is over the limit of {SDP_LIMIT} bytes", code="body_too_large")
+    return body.decode("utf-8", "replace"), None
+
+@router.post("/v1/realtime/calls", status_code=201, dependencies=[Security(access)], response_class=Response,
+             responses={201: {"content": {"application/sdp": {}}, "description": "the SDP answer; `Location` names the call"},
+                        **error_responses(400, 401, 403, 413, 415, 503), 501: {"description": "aiortc is not installed"}})
+async def create_call(request: Request, model: str|None=None) -> Response:
+    "OpenAI's Realtime API over WebRTC: the body is the SDP offer, the answer is the SDP answer; events travel on the `oai-events` data channel, audio on the media track."
+    st: ServerState = request.app.state.server
+    need_aiortc(); check_room(st)
+    sdp, session = await read_offer(request)
+    check_room(st)  # again: no await from here until the session counts
+    call_id, answer = await answer_call(st, sdp, session, model)
+    watch_memory(st)
+    return Response(answer, 201, {"Location": f"/v1/realtime/calls/{call_id}"}, media_type="application/sdp")
