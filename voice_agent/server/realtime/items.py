@@ -4,7 +4,7 @@
 
 # %% ../../../nbs/09ka5_realtime_items.ipynb #f59d3e67
 from __future__ import annotations
-import asyncio
+import asyncio, re
 from typing import Any
 import numpy as np
 from fastcore.basics import patch
@@ -16,8 +16,8 @@ from .audio import to_16k
 from .session import RealtimeSession, handles
 
 # %% auto #0
-__all__ = ['MAX_ITEMS', 'HISTORY_TEXTS', 'on_item_create', 'on_item_delete', 'on_item_retrieve', 'spoken_before',
-           'on_item_truncate']
+__all__ = ['MAX_ITEMS', 'HISTORY_TEXTS', 'LiveTranscript', 'on_item_create', 'on_item_delete', 'on_item_retrieve',
+           'spoken_before', 'on_item_truncate']
 
 # %% ../../../nbs/09ka5_realtime_items.ipynb #76e8bd39
 MAX_ITEMS = 200       # conversation items a session keeps: beyond, the oldest are deleted (`conversation.item.deleted`)
@@ -40,15 +40,46 @@ def _user_audio_item(item_id: str) -> dict:
 
 @patch
 async def transcribe(self: RealtimeSession, pcm: np.ndarray) -> str:
-    "The text of PCM16 audio, by the server's STT model."
-    slot = self.st.slots["stt"]
-    model = slot.require()
-    return (await slot.run(lambda: model.transcribe(to_16k(pcm), 16000))).strip()
+    "The text of PCM16 audio, by the server's STT model, in the session's transcription `language` (and with its `prompt`, which `check_transcription` lets through only to an STT that takes one)."
+    slot, t = self.st.slots["stt"], self.config["audio"]["input"]["transcription"] or {}
+    model, kw = slot.require(), {k: t[k] for k in ("language", "prompt") if t.get(k)}
+    return (await slot.run(lambda: model.transcribe(to_16k(pcm), 16000, **kw))).strip()
+
+# %% ../../../nbs/09ka5_realtime_items.ipynb #b1e2c3d2
+def _norm(words: list[str]) -> list[str]: return [re.sub(r"[^\w']", "", w).lower() for w in words]
+
+def _agreed(a: list[str], b: list[str]) -> int:
+    "How many words two transcripts share at their start (case and punctuation aside)."
+    n = 0
+    for x, y in zip(_norm(a), _norm(b)):
+        if x != y: break
+        n += 1
+    return n
+
+class LiveTranscript:
+    "The partial transcripts of one speech in progress: the words sent as deltas, the last partial, the one running."
+    def __init__(self, item_id: str, # the id the speech will have as an item
+                 upto: int): # the stream sample the next partial must pass
+        self.item_id, self.upto, self.sent, self.last, self.task, self.closed = item_id, upto, [], [], None, False
+
+    def hear(self, text: str) -> str:
+        "The delta a new partial transcript adds: the words beyond those sent that it and the last partial agree on ('' for none)."
+        words, n = text.split(), _agreed(text.split(), self.last)
+        self.last = words
+        if self.closed or n <= len(self.sent) or _agreed(words, self.sent) < len(self.sent): return ""
+        new, self.sent = words[len(self.sent):n], self.sent + words[len(self.sent):n]
+        return (" " if len(self.sent) > len(new) else "") + " ".join(new)
+
+    def close(self, text: str) -> str:
+        "The last delta: the final transcript's words beyond those sent ('' where it revised one sent)."
+        words, was, self.closed = text.split(), self.sent, True
+        if _agreed(words, was) < len(was) or len(words) == len(was): return ""
+        return (" " if was else "") + " ".join(words[len(was):])
 
 # %% ../../../nbs/09ka5_realtime_items.ipynb #864272d8
 @patch
 async def finish_transcript(self: RealtimeSession, item: dict, job: asyncio.Future, samples: int) -> str:
-    "Wait for an item's transcription; report it (or its failure)."
+    "Wait for an item's transcription; report it (what its live transcript has not sent as a last delta, then `.completed`), or its failure."
     index = next(i for i, c in enumerate(item["content"]) if c.get("type") == "input_audio")
     try: text = await job
     except asyncio.CancelledError: job.cancel(); raise
@@ -59,7 +90,10 @@ async def finish_transcript(self: RealtimeSession, item: dict, job: asyncio.Futu
         text = ""
     else:
         self.st.metrics.audio_in.inc(samples/RATE)
+        live = self.live if self.live is not None and self.live.item_id == item["id"] else LiveTranscript(item["id"], 0)
         if self.config["audio"]["input"]["transcription"] is not None:
+            if delta := live.close(text):  # the deltas add up to the transcript
+                await self.send(event("conversation.item.input_audio_transcription.delta", item_id=item["id"], content_index=index, delta=delta))
             await self.send(event("conversation.item.input_audio_transcription.completed", item_id=item["id"], content_index=index,
                                   transcript=text, usage={"type": "duration", "seconds": round(samples/RATE, 3)}))
     item["content"][index]["transcript"] = text

@@ -4,7 +4,7 @@
 
 # %% ../../../nbs/09ka4_realtime_session.ipynb #a79a2b5f
 from __future__ import annotations
-import asyncio, json, threading, time, weakref
+import asyncio, inspect, json, threading, time, weakref
 from dataclasses import dataclass
 from typing import Protocol
 from fastcore.basics import patch
@@ -12,6 +12,8 @@ from ...config import logger
 from ...loading import one_line
 from ..errors import ApiError
 from ..slots import ModelSlot, ServerState
+from ..model_names import resolve_model
+from ...stt import check_language
 from .protocol import (ID_CHARS, PCM, ProtocolError, default_session, error_event, event, item_text, new_id,
                                                   parse_event, shown, update_session)
 from .audio import InputAudio
@@ -124,6 +126,8 @@ class RealtimeSession:
         self.active: asyncio.Task|None = None  # a turn or response in progress
         self.response: RealtimeResponse|None = None
         self.cut: str|None = None  # the first item the LLM reads (older ones were left out to fit its context)
+        self.live = None  # the live (partial) transcript of the speech in progress (`LiveTranscript`)
+        self.echo = None  # the echo canceller: told the reply's audio as it is sent (`EchoCanceller`; False: none here)
         self.cancel_reason, self.closed, self.send_lock = None, False, asyncio.Lock()
 
     @property
@@ -138,6 +142,7 @@ async def send(self: RealtimeSession, evt: dict):
     "Send one event (dropped once the client has gone)."
     if self.closed: return
     text = json.dumps(evt)  # outside the `try`: an event that can't be written is a bug, not a client gone
+    if self.echo and evt["type"] == "response.output_audio.delta": self.echo.play(evt["delta"])  # what the speakers will play
     try:
         async with self.send_lock: await self.channel.send_text(text)
     except Exception: self.closed = True
@@ -168,6 +173,25 @@ async def handle(self: RealtimeSession, text: str):
         logger.exception("realtime: a client event failed")
         await self.send(error_event(ProtocolError(f"internal error: {one_line(x)}", "internal_error", type="server_error"), event_id))
 
+# %% ../../../nbs/09ka4_realtime_session.ipynb #c7a1e0d2
+@patch
+def check_transcription(self: RealtimeSession, t: dict|None, # a session's `audio.input.transcription` (checked in shape)
+                       ) -> dict|None: # `t`, its language as the STT takes it
+    "Refuse transcription settings the server's STT can't honour, saying what to send."
+    q, slot = "session.audio.input.transcription", self.st.slots["stt"]
+    if t is None: return None
+    if t.get("model"):
+        try: resolve_model(self.st, "stt", t["model"])
+        except ApiError as x: raise ProtocolError(f"{q}.model: {x.message}", "invalid_value", f"{q}.model") from None
+    if slot.state != "ready": return t  # nothing to check against yet
+    multilingual = getattr(slot.model, "is_multilingual", lambda: True)()
+    try: t = {**t, "language": check_language(t.get("language"), multilingual)} if t.get("language") else t
+    except ValueError as x: raise ProtocolError(f"{q}.language: {x}", "invalid_value", f"{q}.language") from None
+    if t.get("prompt") and "prompt" not in inspect.signature(slot.model.transcribe).parameters:
+        raise ProtocolError(f"{q}.prompt: the STT model here ({slot.model_id}) takes no prompt: leave it out, or send null",
+                            "unsupported_feature", f"{q}.prompt")
+    return t
+
 # %% ../../../nbs/09ka4_realtime_session.ipynb #0943ac0c
 @patch
 def check_voice(self: RealtimeSession, name: str):
@@ -186,7 +210,9 @@ def drop_speculation(self: RealtimeSession):
 async def on_session_update(self: RealtimeSession, e: dict):
     "Change the session's configuration (a response drafted under the old one is dropped)."
     before = self.turn_detection
-    self.config = update_session(self.config, e.get("session"), self.settings, self.check_voice)
+    new = update_session(self.config, e.get("session"), self.settings, self.check_voice)
+    new["audio"]["input"]["transcription"] = self.check_transcription(new["audio"]["input"]["transcription"])
+    self.config = new
     self.drop_speculation()
     if self.turn_detection != before: self.audio.listen(None)  # a new detector on the next audio, or manual turns
     await self.send(event("session.updated", session=self.config))

@@ -12,16 +12,18 @@ from ...turn_model import TURN_SECONDS, turn_probability
 from .protocol import ProtocolError, b64_samples, check_commit, decode_pcm, error_event, event, new_id, vad_params
 from .audio import to_16k
 from .session import RealtimeSession, Speculation, handles
+from .items import LiveTranscript
 from fastcore.basics import patch
 from . import items, responses  # noqa: F401 (the methods a turn calls: commit and transcript; respond)
 
 # %% auto #0
-__all__ = ['DRAFT_HOLD_S', 'PAUSE_MS', 'FINISHED_OVER', 'on_append', 'speculate_after', 'on_commit', 'on_clear']
+__all__ = ['PARTIAL_MS', 'PARTIAL_MAX_S', 'DRAFT_HOLD_S', 'PAUSE_MS', 'FINISHED_OVER', 'on_append', 'speculate_after',
+           'on_commit', 'on_clear']
 
 # %% ../../../nbs/09ka7_realtime_turns.ipynb #553b0bd2
 @handles("input_audio_buffer.append")
 async def on_append(self: RealtimeSession, e: dict):
-    "Buffer audio; with server or semantic VAD, judge it and act on speech starting or stopping (a turn as long as the buffer is ended there)."
+    "Buffer audio; with server or semantic VAD, judge it and act on speech starting or stopping (a turn as long as the buffer is ended there), and transcribe the speech as it goes."
     a, audio, td = self.audio, e.get("audio"), self.turn_detection
     cap, held = int(self.settings.realtime_max_buffer_seconds*a.rate), (len(a) if td is None else 0)  # with server VAD a full buffer ends the turn
     if isinstance(audio, str) and held + b64_samples(audio) > cap + 2:  # judged before decoding
@@ -37,11 +39,38 @@ async def on_append(self: RealtimeSession, e: dict):
         try: await (self.speech_started(at) if kind == "started" else self.speech_stopped(at))
         except ProtocolError as x: await self.send(error_event(x))  # e.g. too little to commit: the next events still count
     self.speculate()
+    self.transcribe_live()
     if td["type"] == "semantic_vad": await self.semantic_pause()
     if a.speaking and len(a) > cap: await self.cut_turn()
     elif not a.speaking:  # between turns only the prefix padding is worth keeping
         keep = a.samples(a.detector.params.prefix_padding_ms + 100)
         if len(a) > 2*keep + a.rate: a.trim(keep)
+
+# %% ../../../nbs/09ka7_realtime_turns.ipynb #c2d3e4f2
+PARTIAL_MS = 700    # new speech between two partial transcripts of the speech in progress
+PARTIAL_MAX_S = 15  # ... and none past this much speech (each partial reads all of it, so it takes longer)
+
+@patch
+def transcribe_live(self: RealtimeSession):
+    "While speech goes on, start a partial transcript of it every `PARTIAL_MS` of new speech, when nothing else needs the models."
+    a, slot = self.audio, self.st.slots["stt"]
+    if self.config["audio"]["input"]["transcription"] is None or not a.speaking or a.speech is None or a.silence_ms: return
+    if self.live is None or self.live.item_id != self.speech_item: self.live = LiveTranscript(self.speech_item, a.end)
+    live = self.live
+    if live.task and not live.task.done() or a.end - live.upto < a.samples(PARTIAL_MS) or a.end - a.speech > PARTIAL_MAX_S*a.rate: return
+    if slot.state != "ready" or self.busy or any(s.in_flight for s in self.st.slots.values()): return
+    live.upto = a.end
+    live.task = asyncio.ensure_future(self.live_partial(live, a.since(a.speech)))
+
+@patch
+async def live_partial(self: RealtimeSession, live: LiveTranscript, pcm: np.ndarray):
+    "Transcribe the speech so far; send what it adds to the live transcript as a delta."
+    t0 = time.monotonic()
+    try: text = await self.transcribe(pcm)
+    except Exception as x: logger.debug(f"realtime: a partial transcript failed ({x}): the turn's own transcript will tell"); return
+    logger.debug(f"realtime: partial transcript of {len(pcm)/self.audio.rate:.1f} s in {time.monotonic() - t0:.2f} s: {text!r}")
+    if delta := live.hear(text):
+        await self.send(event("conversation.item.input_audio_transcription.delta", item_id=live.item_id, content_index=0, delta=delta))
 
 # %% ../../../nbs/09ka7_realtime_turns.ipynb #2a85870f
 @patch
