@@ -12,7 +12,8 @@ from ...tools import ToolCall
 from ...loading import one_line
 from ..errors import ApiError
 from ..slots import ModelSlot, stream_on_slot
-from .protocol import ProtocolError, check_response, error_event, event, new_id, shown
+from .protocol import ProtocolError, error_event, event, new_id, shown
+from .response_create import check_response
 from .audio import cut_sentences, delta_ms, pcm_deltas
 from .context import conversation_messages, fit_context, llm_tools
 from .session import RealtimeResponse, RealtimeSession, handles
