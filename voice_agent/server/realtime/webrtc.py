@@ -18,7 +18,8 @@ from .session import RealtimeSession, live_sessions
 
 # %% auto #0
 __all__ = ['EVENTS_LABEL', 'FRAME_MS', 'APPEND_MS', 'CONNECT_S', 'SDP_LIMIT', 'open_calls', 'need_aiortc', 'Speaker',
-           'speaker_track_class', 'WebRTCChannel', 'check_offer', 'serve_call', 'answer_call', 'WebRTCClient']
+           'speaker_track_class', 'WebRTCChannel', 'check_offer', 'end_call', 'serve_call', 'close_calls',
+           'answer_call', 'WebRTCClient']
 
 # %% ../../../nbs/09ka8_realtime_webrtc.ipynb #6676fa94
 EVENTS_LABEL = "oai-events"  # the data channel that carries the events, as OpenAI names it
@@ -173,7 +174,14 @@ def check_offer(sdp: str):
         raise ApiError(400, f"the offer has no data channel: create one named {EVENTS_LABEL!r} (pc.createDataChannel) before "
                        "createOffer; the events travel on it", code="invalid_offer", param="sdp")
 
-open_calls: set = set()  # the calls being served (their tasks), so that none is collected while it runs
+open_calls: dict = {}  # the calls being served: task -> (session, channel, the server's live sessions)
+
+async def end_call(session: RealtimeSession, channel: WebRTCChannel, live: set):
+    "Free the session and close the peer connection."
+    live.discard(session)
+    await session.close()
+    await channel.close()
+    logger.info(f"realtime call closed ({len(live)} sessions open)")
 
 async def serve_call(session: RealtimeSession, channel: WebRTCChannel, live: set):
     "Run the session once the peer has opened the data channel; however it ends, free the session and close the call."
@@ -184,11 +192,15 @@ async def serve_call(session: RealtimeSession, channel: WebRTCChannel, live: set
             return logger.warning(f"realtime call: the peer did not open the {EVENTS_LABEL!r} data channel within {CONNECT_S:g} s (or left): closed")
         logger.info(f"realtime call opened ({len(live)} sessions of {session.settings.max_sessions})")
         await session.run()
-    finally:
-        live.discard(session)
-        await session.close()
-        await channel.close()
-        logger.info(f"realtime call closed ({len(live)} sessions open)")
+    finally: await end_call(session, channel, live)
+
+async def close_calls():
+    "Hang up every call (the server is shutting down): each session freed, its peer connection closed, even a call not yet started."
+    calls = dict(open_calls)
+    for t in calls: t.cancel()
+    await asyncio.gather(*calls, return_exceptions=True)
+    for session, channel, live in calls.values():
+        if session in live: await end_call(session, channel, live)  # cancelled before it ran: its `finally` never did
 
 # %% ../../../nbs/09ka8_realtime_webrtc.ipynb #b1580afa
 async def answer_call(st: ServerState, # the server
@@ -220,7 +232,7 @@ async def answer_call(st: ServerState, # the server
         if isinstance(x, ProtocolError): raise ApiError(400, x.message, code=x.code, param=x.param or "session") from None
         raise
     t = asyncio.ensure_future(serve_call(s, channel, live))
-    open_calls.add(t); t.add_done_callback(open_calls.discard)
+    open_calls[t] = s, channel, live; t.add_done_callback(lambda t: open_calls.pop(t, None))
     return new_id("rtc"), pc.localDescription.sdp
 
 # %% ../../../nbs/09ka8_realtime_webrtc.ipynb #791291f1
