@@ -6,7 +6,7 @@ import json, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("offline", "loading", "serving", "concurrency", "stt", "turn", "gguf", "local", "tools", "speech_stream")  # stt_peer, realtime and ray are opt-in (--only)
+BENCHMARKS = ("offline", "loading", "serving", "concurrency", "stt", "turn", "gguf", "local", "tools", "speech_stream")  # stt_peer, realtime, ray and pipecat are opt-in (--only)
 sys.path.insert(0, str(ROOT/"bench"))
 
 
