@@ -75,6 +75,7 @@ def _replicas(llm: str|None, stt: str|None, tts: str|None) -> dict[str, str]:
 def serve(profile: str="default", # which models: local (real small models, offline), default (the configured ones), cpu, or tiny (random weights, for tests)
           host: str|None=None, # address to bind (default: MODEL_SERVER_HOST, 127.0.0.1); with --engine ray, Serve's HTTP proxy's
           port: int|None=None, # port to listen on (default: MODEL_SERVER_PORT, 8000)
+          wyoming_port: int|None=None, # also serve Home Assistant's Wyoming protocol on this TCP port (default: MODEL_SERVER_WYOMING_PORT; 0: off); Wyoming has no authentication: with an API key it needs --allow-public
           api_key: str|None=None, # require `Authorization: Bearer <key>` on every route but /health/live (default: MODEL_SERVER_API_KEY); visible in `ps`: prefer MODEL_SERVER_API_KEY_FILE, a file holding the key
           allow_public: bool=False, # allow binding a non-loopback address without an API key
           strict: bool=False, # exit non-zero when any model fails to load, instead of serving the others
@@ -87,12 +88,13 @@ def serve(profile: str="default", # which models: local (real small models, offl
     "Run the model server: load the models once, serve the seed's and the OpenAI-compatible routes."
     from voice_agent.model_server import serve as run_server, UnsafeBind, setup_logging, exit_now
     setup_logging(log_level.upper())
-    s = _base_settings(host=host, port=port, api_key=api_key, allow_public=allow_public or None, strict=strict or None)
+    s = _base_settings(host=host, port=port, wyoming_port=wyoming_port, api_key=api_key, allow_public=allow_public or None, strict=strict or None)
     replicas = _replicas(llm_replicas, stt_replicas, tts_replicas)
     try:
         from voice_agent.model_server import check_bind
         check_bind(s)
         if replicas and engine != "ray": raise ValueError("--llm-replicas, --stt-replicas and --tts-replicas need --engine ray")
+        if engine == "ray" and s.wyoming_port: raise ValueError("--wyoming-port (MODEL_SERVER_WYOMING_PORT) is served by --engine single only")
         if engine == "ray":
             from voice_agent.ray_serve import deployment_options
             for k, n in replicas.items(): deployment_options(s, k, n)  # a bad count fails here, before anything starts

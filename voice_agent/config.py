@@ -80,6 +80,7 @@ class Settings:
     hub_probe_timeout: float = 2.0              # MODEL_SERVER_HUB_TIMEOUT: seconds to ask the Hub whether a model exists
     host: str = "127.0.0.1"                     # MODEL_SERVER_HOST: the address `voice-agent serve` binds (a non-loopback one needs a key or MODEL_SERVER_ALLOW_PUBLIC)
     port: int = 8000                            # MODEL_SERVER_PORT: the port it serves on
+    wyoming_port: int = 0                       # MODEL_SERVER_WYOMING_PORT: also serve Home Assistant's Wyoming protocol (speech-to-text, text-to-speech, conversation) on this TCP port of MODEL_SERVER_HOST (0: off); Wyoming has no authentication, so with an API key set it needs MODEL_SERVER_ALLOW_PUBLIC
     api_key: str|None = field(default=None, repr=False) # MODEL_SERVER_API_KEY or MODEL_SERVER_API_KEY_FILE: bearer token required on every route but liveness; the _FILE variable names a file holding it (which `ps` does not show); surrounding whitespace is stripped
     allow_public: bool = False                  # MODEL_SERVER_ALLOW_PUBLIC: allow a non-loopback bind without a key
     allowed_origins: str = ""                   # MODEL_SERVER_ALLOWED_ORIGINS: web pages (origins such as `https://app.example.com`, comma-separated; `*`: any) that may call the server besides this machine's and its own; without a key others are refused, with a key only once this is set
@@ -129,7 +130,7 @@ ENV_VARS = {
     "tts_device": ("MODEL_SERVER_TTS_DEVICE", str), "allow_pickle": ("MODEL_SERVER_ALLOW_PICKLE", env_flag),
     "trust_remote_code": ("MODEL_SERVER_TRUST_REMOTE_CODE", env_flag),
     "hub_probe_timeout": ("MODEL_SERVER_HUB_TIMEOUT", float),
-    "host": ("MODEL_SERVER_HOST", str), "port": ("MODEL_SERVER_PORT", int), "api_key": ("MODEL_SERVER_API_KEY", str),
+    "host": ("MODEL_SERVER_HOST", str), "port": ("MODEL_SERVER_PORT", int), "wyoming_port": ("MODEL_SERVER_WYOMING_PORT", int), "api_key": ("MODEL_SERVER_API_KEY", str),
     "allow_public": ("MODEL_SERVER_ALLOW_PUBLIC", env_flag), "strict": ("MODEL_SERVER_STRICT", env_flag),
     "allowed_origins": ("MODEL_SERVER_ALLOWED_ORIGINS", str), "allowed_hosts": ("MODEL_SERVER_ALLOWED_HOSTS", str),
     "max_queue": ("MODEL_SERVER_MAX_QUEUE", int), "max_text_chars": ("MODEL_SERVER_MAX_TEXT_CHARS", int),

@@ -93,7 +93,14 @@ def create_app(settings: Settings|None=None, # default: `get_settings()`, the en
                 raise RuntimeError("strict mode (MODEL_SERVER_STRICT): not starting, because "
                                    + "; ".join(f"the {s.label} model {s.name!r} failed: {one_line(RuntimeError(s.error))}" for s in failed))
         else: st.start_loading()
+        wyoming = None
+        if st.settings.wyoming_port:  # Home Assistant's Wyoming protocol beside HTTP, on this event loop (voice_agent.server.wyoming)
+            from voice_agent.server.wyoming import start_wyoming
+            wyoming = await start_wyoming(st)
         yield
+        if wyoming:
+            from voice_agent.server.wyoming import stop_wyoming
+            await stop_wyoming(wyoming)
         st.shutdown()
 
     realtime.watch_memory(st)  # /metrics shows what sessions and the prompt cache hold from the start
@@ -110,7 +117,10 @@ def is_loopback_host(host: str) -> bool:
     except ValueError: return False
 
 def check_bind(settings: Settings) -> None:
-    "Refuse to serve on a non-loopback address without an API key, unless `allow_public`."
+    "Refuse to serve on a non-loopback address without an API key, unless `allow_public`; and a Wyoming port (no authentication) that `wyoming_bind_refusal` refuses."
+    if settings.wyoming_port:
+        from voice_agent.server.wyoming import wyoming_bind_refusal
+        if why := wyoming_bind_refusal(settings): raise UnsafeBind(why)
     if is_loopback_host(settings.host) or configured_key(settings) or settings.allow_public: return
     blank = " (MODEL_SERVER_API_KEY is only whitespace)" if settings.api_key else ""
     raise UnsafeBind(f"Refusing to serve on {settings.host}:{settings.port} without an API key{blank}: anyone who can reach this "
