@@ -287,7 +287,7 @@ async def on_transcribe(self: WyomingHandler, e: Event):
     "Remember what to transcribe the audio that follows with."
     for k in ("name", "language"):
         if e.data.get(k) is not None and not isinstance(e.data[k], str): raise BadEvent(f"transcribe: {k} must be a string", "invalid_value")
-    if e.data.get("name"): resolve_model(self.st, "stt", e.data["name"])
+    if e.data.get("name") not in (None, "", PROGRAM): resolve_model(self.st, "stt", e.data["name"])  # the program's name, or the model's
     self.st.slots["stt"].require()
     self.asr = Transcribe.from_event(e)
 
