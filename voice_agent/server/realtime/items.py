@@ -160,7 +160,7 @@ async def on_item_create(self: RealtimeSession, e: dict):
     if item["type"] == "function_call_output": self.find_call(item["call_id"])
     pos = len(self.items) if prev is None else 0 if prev == "root" else self.find(prev, "previous_item_id") + 1
     audio = next((c for c in item.get("content", []) if c["type"] == "input_audio"), None)
-    if audio: pcm = decode_pcm(audio.pop("audio"))
+    if audio: pcm = self.decode_input(audio.pop("audio"), stream=False)  # in the session's input format
     self.items.insert(pos, item)
     await self.send(event("conversation.item.added", item=item, previous_item_id=self.items[pos-1]["id"] if pos else None))
     if audio:

@@ -12,15 +12,17 @@ from ...tools import ToolCall
 from ...loading import one_line
 from ..errors import ApiError
 from ..slots import ModelSlot, stream_on_slot
-from .protocol import ProtocolError, error_event, event, new_id, shown
+import numpy as np
+from .protocol import RATE, ProtocolError, error_event, event, new_id, shown
 from .response_create import check_response
-from .audio import cut_sentences, delta_ms, pcm_deltas
+from .audio import cut_sentences, pcm_deltas
+from .formats import format_ms, g711_deltas
 from .context import conversation_messages, fit_context, llm_tools
 from .session import RealtimeResponse, RealtimeSession, handles
 from .items import spoken_before
 
 # %% auto #0
-__all__ = ['GaveWay', 'llm_pieces', 'speak_sentence', 'on_response_create', 'on_response_cancel']
+__all__ = ['IDLE_NOTE', 'GaveWay', 'llm_pieces', 'speak_sentence', 'on_response_create', 'on_response_cancel']
 
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #49d8ff1b
 class GaveWay(Exception):
@@ -44,10 +46,12 @@ def llm_pieces(model, messages: list[dict], opts: dict, usage: dict, # filled wi
             if give_way is not None and give_way(): raise GaveWay("a held draft gave the LLM to a call waiting for it")
     finally: gen.close()
 
-def speak_sentence(model, text: str, opts: dict) -> tuple[list[str], float]:
-    "Synthesize one sentence (on the TTS model's thread): its audio deltas and seconds."
+def speak_sentence(model, text: str, opts: dict, fmt: dict|None=None, # the output format (default: PCM16)
+                  ) -> tuple[list[str], float]:
+    "Synthesize one sentence (on the TTS model's thread): its audio deltas in `fmt`, and seconds."
     x, sr = model.synthesize_array(text, **opts)
-    return pcm_deltas(x, sr), len(x)/sr
+    law = (fmt or {}).get("type", "audio/pcm")
+    return (pcm_deltas(x, sr) if law == "audio/pcm" else g711_deltas(x, sr, law)), len(x)/sr
 
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #bc8aa052
 @patch
@@ -56,20 +60,30 @@ def new_response(self: RealtimeSession, opts: dict) -> RealtimeResponse:
     cfg = self.config
     voice = ((opts.get("audio") or {}).get("output") or {}).get("voice") or cfg["audio"]["output"]["voice"]
     return RealtimeResponse(opts.get("output_modalities") or cfg["output_modalities"], voice["id"] if isinstance(voice, dict) else voice,
-                            opts.get("max_output_tokens", cfg["max_output_tokens"]), opts.get("metadata"))
+                            opts.get("max_output_tokens", cfg["max_output_tokens"]), opts.get("metadata"),
+                            opts.get("conversation", "auto") == "auto", cfg["audio"]["output"]["format"])
 
 @handles("response.create")
 async def on_response_create(self: RealtimeSession, e: dict):
-    "Answer the conversation so far."
-    if self.busy: raise ProtocolError("the conversation already has an active response: wait for response.done or send response.cancel",
-                                      "conversation_already_has_active_response")
+    "Answer the conversation so far (out of band, `conversation: \"none\"`: beside it, adding nothing to it)."
     r = check_response(e.get("response"), self.config["audio"], self.settings, self.check_voice, self.config)
+    if r.get("input"):  # references read the items as they are now
+        r["input"] = [self.items[self.find(x["id"], f"response.input[{i}].id")] if x["type"] == "item_reference" else x for i, x in enumerate(r["input"])]
+    if r.get("conversation", "auto") == "none":
+        task = asyncio.ensure_future(self.respond(r)); self.side.add(task); task.add_done_callback(self.side.discard)
+        return
+    if self.busy: raise ProtocolError("the conversation already has an active response: wait for response.done, send response.cancel, "
+                                      'or ask for an out-of-band response (conversation: "none")', "conversation_already_has_active_response")
     self.drop_speculation()
     self.start(self.respond(r))
 
 @handles("response.cancel")
 async def on_response_cancel(self: RealtimeSession, e: dict):
-    "Stop the response in progress."
+    "Stop the response in progress (or the out-of-band one named)."
+    side = next((t for t in self.side if getattr(t, "response_id", None) == e.get("response_id")), None) if e.get("response_id") else None
+    if side:
+        side.cancel(); await asyncio.gather(side, return_exceptions=True)
+        return
     if not self.busy: raise ProtocolError("there is no response in progress to cancel", "response_cancel_not_active")
     if e.get("response_id") and self.response and e["response_id"] != self.response.id:
         raise ProtocolError(f"response {shown(e['response_id'], 40)} is not the one in progress ({self.response.id})", "invalid_value", "response_id")
@@ -81,15 +95,21 @@ async def open(self: RealtimeSession, r: RealtimeResponse, item: dict):
     "Once the response is released: add its item to the conversation, announce the response."
     await r.gate.wait()
     prev = self.items[-1]["id"] if self.items else None
-    self.items.append(item)
-    if r.audio: self.spoken[item["id"]] = (r.sentences, 0.0)
+    r.output.append(item)
+    if r.conversation: self.items.append(item)
+    if r.audio and r.conversation: self.spoken[item["id"]] = (r.sentences, 0.0)
     await self.send(event("response.created", response=r.describe(self.conversation_id, "in_progress")))
     r.created = True
     await self.send(event("response.output_item.added", response_id=r.id, output_index=0, item=item))
-    await self.send(event("conversation.item.added", item=item, previous_item_id=prev))
+    if r.conversation: await self.send(event("conversation.item.added", item=item, previous_item_id=prev))
     await self.send(event("response.content_part.added", response_id=r.id, item_id=item["id"], output_index=0, content_index=0,
                           part={"type": "audio", "transcript": ""} if r.audio else {"type": "text", "text": ""}))
     r.opened.set()
+
+@patch
+def placed(self: RealtimeSession, r: RealtimeResponse, item: dict) -> bool:
+    "Whether `item` is out: in the conversation (or, out of band, among the response's items)."
+    return item in (self.items if r.conversation else r.output)
 
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #89e4407d
 @patch
@@ -97,7 +117,7 @@ async def speak(self: RealtimeSession, r: RealtimeResponse, slot: ModelSlot, mod
     "Synthesize sentences in order as they come; send each one's transcript and audio once the response is released."
     opts = {"voice": r.voice, **({"speed": s} if (s := self.config["audio"]["output"]["speed"]) != 1.0 else {})}
     while (s := await sentences.get()) is not None:
-        try: deltas, secs = await slot.run(speak_sentence, model, s, opts)
+        try: deltas, secs = await slot.run(speak_sentence, model, s, opts, r.format)
         finally: r.llm_go.set()
         r.marks.setdefault("spoken", time.monotonic())
         self.st.metrics.audio_out.inc(secs)
@@ -107,8 +127,8 @@ async def speak(self: RealtimeSession, r: RealtimeResponse, slot: ModelSlot, mod
         for d in deltas:
             await self.send(event("response.output_audio.delta", **ids, delta=d))
             if r.first_audio is None: r.first_audio = time.monotonic()
-            r.audio_ms += delta_ms(d)
-        self.spoken[ids["item_id"]] = (r.sentences, r.audio_ms)
+            r.audio_ms += format_ms(d, r.format)
+        if r.conversation: self.spoken[ids["item_id"]] = (r.sentences, r.audio_ms)
 
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #55f5ae27
 @patch
@@ -116,17 +136,17 @@ async def send_call(self: RealtimeSession, r: RealtimeResponse, call: ToolCall, 
     "One valid call as the response's output item `index`: added, its arguments, done; it joins the conversation."
     it = {"id": new_id("item"), "object": "realtime.item", "type": "function_call", "status": "in_progress", "name": call.name, "call_id": call.id, "arguments": ""}
     prev = self.items[-1]["id"] if self.items else None
-    self.items.append(it); r.calls.append(it)
+    r.calls.append(it); r.output.append(it)
+    if r.conversation: self.items.append(it)
     ids = dict(response_id=r.id, item_id=it["id"], output_index=index, call_id=call.id)
     await self.send(event("response.output_item.added", response_id=r.id, output_index=index, item=it))
-    await self.send(event("conversation.item.added", item=it, previous_item_id=prev))
+    if r.conversation: await self.send(event("conversation.item.added", item=it, previous_item_id=prev))
     await self.send(event("response.function_call_arguments.delta", **ids, delta=call.arguments))
     it.update(arguments=call.arguments, status="completed")
     await self.send(event("response.function_call_arguments.done", **ids, name=call.name, arguments=call.arguments))
     await self.send(event("response.output_item.done", response_id=r.id, output_index=index, item=it))
-    await self.send(event("conversation.item.done", item=it, previous_item_id=prev))
+    if r.conversation: await self.send(event("conversation.item.done", item=it, previous_item_id=prev))
     return it
-
 
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #9b797abd
 @patch
@@ -135,11 +155,11 @@ async def send_calls(self: RealtimeSession, r: RealtimeResponse, item: dict, # t
     "Once the response is released: close the words' item, then send each valid call as a `function_call` item; a refused one is an `error`."
     await r.gate.wait()
     if not r.created: await self.send(event("response.created", response=r.describe(self.conversation_id, "in_progress"))); r.created = True
-    if item in self.items: await self.close_item(r, item, "completed")
+    if self.placed(r, item): await self.close_item(r, item, "completed")
     r.calls = []
     for c in calls:
         if c.error: await self.refuse_call(c)
-        else: await self.send_call(r, c, len(r.calls) + (item in self.items))
+        else: await self.send_call(r, c, len(r.calls) + self.placed(r, item))
 
 @patch
 async def refuse_call(self: RealtimeSession, call: ToolCall):
@@ -148,7 +168,6 @@ async def refuse_call(self: RealtimeSession, call: ToolCall):
     await self.send(error_event(ProtocolError(
         f"the model's call of {call.name or 'a function'} was not passed on: {call.error} (it wrote {shown(call.arguments, 120)}): ask again, or force "
         'the call with tool_choice "required" or {"type": "function", "name": ...}, which makes its arguments follow the schema', "invalid_tool_call", "tools", "server_error")))
-
 
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #3aa7dddd
 @patch
@@ -163,7 +182,7 @@ async def generate(self: RealtimeSession, r: RealtimeResponse, item: dict, messa
     ids = dict(response_id=r.id, item_id=item["id"], output_index=0, content_index=0)
     usage, count, unsent, calls, tools = {}, 0, [], [], tools or {}
     def make():  # on the LLM's thread
-        kept, r.dropped = fit_context(model, messages, n, head, tools)
+        kept, r.dropped = fit_context(model, messages, n, head, tools, self.config["truncation"])
         return llm_pieces(model, kept, {"max_new_tokens": n, **tools}, usage, r.cancel, r.llm_go, give_way=lambda: r.give_way(llm))
     async def flush():
         while unsent: await self.send(event("response.output_text.delta", **ids, delta=unsent.pop(0)))
@@ -221,7 +240,7 @@ async def close_item(self: RealtimeSession, r: RealtimeResponse, item: dict, sta
         part = {"type": "text", "text": r.text}
     await self.send(event("response.content_part.done", **ids, part=part))
     await self.send(event("response.output_item.done", response_id=r.id, output_index=0, item=item))
-    await self.send(event("conversation.item.done", item=item, previous_item_id=None))
+    if r.conversation: await self.send(event("conversation.item.done", item=item, previous_item_id=None))
 
 @patch
 def report_latency(self: RealtimeSession, r: RealtimeResponse):
@@ -246,33 +265,40 @@ async def finish(self: RealtimeSession, r: RealtimeResponse, item: dict, status:
 @patch
 async def _finish(self: RealtimeSession, r: RealtimeResponse, item: dict, status: str, details: dict|None):
     if not r.created: await self.send(event("response.created", response=r.describe(self.conversation_id, "in_progress")))  # ended before it began
-    if item in self.items and item["status"] == "in_progress": await self.close_item(r, item, status)
-    output = ([item] if item in self.items else []) + [c for c in getattr(r, "calls", []) if c in self.items]
+    if self.placed(r, item) and item["status"] == "in_progress": await self.close_item(r, item, status)
+    output = [it for it in r.output if self.placed(r, it)]
     await self.send(event("response.done", response=r.describe(self.conversation_id, status, output, details)))
     self.report_latency(r)
     if status == "cancelled" and self.cancel_reason == "turn_detected" and r.audio and r.first_audio is not None:
         await self.truncate(item, r.played_ms())
+    if not r.conversation: return
     await self.forget_oldest()
+    self.idle_from = self.audio.end + self.audio.samples(max(0, int(r.audio_ms) - r.played_ms()))  # where its audio ends playing
 
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #9898bfdd
 @patch
 async def respond(self: RealtimeSession, opts: dict, # a `response.create`'s `response`
                    r: RealtimeResponse|None=None, # the response (default: a new one, released at once)
                    draft: str|None=None, # a draft's user text: the response is held back (`r.release()`) until the turn ends
+                   nudge: str|None=None, # a note the LLM reads last, as the user's (an idle timeout's)
                   ):
     "Run one response: wait for the user's words, stream the LLM, speak each sentence as it is complete; a released response always ends with `response.done`."
     r = r or self.new_response(opts)
-    if draft is None: self.response = r; r.release()
+    if draft is None:
+        if r.conversation: self.response = r
+        r.release()
+        if t := asyncio.current_task(): t.response_id = r.id  # an out-of-band one is cancelled by its id
     item = {"id": r.item_id, "object": "realtime.item", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
     status, details = "completed", None
     try:
         if draft is None: await self.heard()  # the user's words are all in
-        messages, ids = conversation_messages(self.items, opts.get("instructions", self.config["instructions"]), self.cut)
-        messages += [{"role": "user", "content": draft}] if draft else []
+        own = opts.get("input") is not None  # the response reads its `input`, not the conversation
+        messages, ids = conversation_messages(opts["input"] if own else self.items, opts.get("instructions", self.config["instructions"]), None if own else self.cut)
+        messages += [{"role": "user", "content": draft or nudge}] if draft or nudge else []
         tools = llm_tools(opts.get("tools", self.config["tools"]), opts.get("tool_choice", self.config["tool_choice"]), messages)
-        try: await self.generate(r, item, messages, len(messages) - len(ids) - bool(draft), tools)
+        try: await self.generate(r, item, messages, len(messages) - len(ids) - bool(draft or nudge), tools)
         finally:
-            if r.dropped and ids: self.cut = ids[min(r.dropped, len(ids) - 1)]  # the LLM reads from there on
+            if r.dropped and ids and not own: self.cut = ids[min(r.dropped, len(ids) - 1)]  # the LLM reads from there on
     except asyncio.CancelledError:
         if not r.released.is_set(): return  # a draft dropped: it said nothing
         status, details = "cancelled", {"type": "cancelled", "reason": self.cancel_reason or "client_cancelled"}
@@ -291,3 +317,25 @@ async def report_failure(self: RealtimeSession, x: Exception) -> dict:
     etype = ae.type if ae else "invalid_request_error" if isinstance(x, ValueError) else "server_error"
     await self.send(error_event(ProtocolError(msg, code or "server_error", type=etype)))
     return {"type": "failed", "error": {"type": etype, "code": code}}
+
+# %% ../../../nbs/09ka6_realtime_responses.ipynb #0b9fd837
+IDLE_NOTE = "(The user has said nothing for {s:g} seconds.)"  # what the LLM reads as the user's turn after an idle timeout with nothing heard
+
+@patch
+async def idle_check(self: RealtimeSession):
+    "After each append: with `idle_timeout_ms`, once the user has been silent that long after the last response's audio, commit the silence and answer it."
+    td, a = self.turn_detection, self.audio
+    if a.speaking or a.speech is not None: self.idle_from = None  # the user speaks: the next response starts the clock again
+    ms = (td or {}).get("idle_timeout_ms")
+    if not ms or self.idle_from is None or self.busy or a.end - self.idle_from < a.samples(ms): return
+    start, self.idle_from, item_id = self.idle_from, None, new_id("item")
+    await self.send(event("input_audio_buffer.timeout_triggered", audio_start_ms=a.ms(start), audio_end_ms=a.ms(a.end), item_id=item_id))
+    pcm = a.take()
+    item = await self.commit(pcm if len(pcm) >= RATE//10 else np.zeros(RATE//10, "<i2"), item_id)
+    if td.get("create_response", True): self.start(self.idle_turn(item, ms))
+
+@patch
+async def idle_turn(self: RealtimeSession, item: dict, ms: int):
+    "Answer an idle timeout's item: what was heard in it, or the note that the user has said nothing."
+    heard = await self.transcript(item["id"])
+    await self.respond({}, None, nudge=None if heard else IDLE_NOTE.format(s=ms/1000))

@@ -5,6 +5,7 @@
 # %% ../../../nbs/09ka4_realtime_session.ipynb #a79a2b5f
 from __future__ import annotations
 import asyncio, inspect, json, threading, time, weakref
+import numpy as np
 from dataclasses import dataclass
 from typing import Protocol
 from fastcore.basics import patch
@@ -14,8 +15,9 @@ from ..errors import ApiError
 from ..slots import ModelSlot, ServerState
 from ..model_names import resolve_model
 from ...stt import check_language
-from .protocol import (ID_CHARS, PCM, ProtocolError, default_session, error_event, event, item_text, new_id,
-                                                  parse_event, shown, update_session)
+from .protocol import (ID_CHARS, PCM, ProtocolError, b64_bytes, decode_pcm, default_session, error_event, event,
+                                                  item_text, new_id, parse_event, shown, update_session)
+from .formats import G711Decoder, b64_samples
 from .audio import InputAudio
 
 # %% auto #0
@@ -25,7 +27,9 @@ __all__ = ['RealtimeResponse', 'Speculation', 'Channel', 'MemoryChannel', 'Realt
 # %% ../../../nbs/09ka4_realtime_session.ipynb #213df36c
 class RealtimeResponse:
     "One response: its ids, what it has said, and the switches that hold and stop its LLM thread."
-    def __init__(self, modalities: list[str], voice: str, max_tokens, metadata: dict|None=None):
+    def __init__(self, modalities: list[str], voice: str, max_tokens, metadata: dict|None=None,
+                 conversation: bool=True, # False: out of band (`conversation: "none"`), its items its own
+                 format: dict|None=None): # the audio it speaks (default: PCM16)
         self.id, self.item_id, self.modalities, self.voice, self.max_tokens = new_id("resp"), new_id("item"), modalities, voice, max_tokens
         self.metadata, self.cancel, self.reason = metadata, threading.Event(), None
         self.llm_go = threading.Event()  # cleared while the first sentence is synthesized: the LLM waits, the TTS gets the cores
@@ -35,6 +39,7 @@ class RealtimeResponse:
         self.created = self.finishing = False  # response.created sent; response.done on its way (a cancel then waits for it)
         self.dropped = 0  # history messages left out so the prompt fits the LLM's context (set on the LLM's thread)
         self.text, self.sentences, self.audio_ms, self.first_audio, self.usage = "", [], 0.0, None, {}
+        self.conversation, self.format, self.output = conversation, format or dict(PCM), []  # `output`: its items, in order
         self.marks: dict[str, float] = {}  # when (monotonic) a spoken turn's speech ended, was heard, its first sentence written and spoken
 
     @property
@@ -66,15 +71,15 @@ def played_ms(self: RealtimeResponse) -> int:
 # %% ../../../nbs/09ka4_realtime_session.ipynb #30bf497c
 @patch
 def describe(self: RealtimeResponse, conversation_id: str, status: str, output: list|None=None, details: dict|None=None) -> dict:
-    "The `response` object of `response.created` / `response.done`."
+    "The `response` object of `response.created` / `response.done` (out of band: no `conversation_id`)."
     u, t = self.usage, lambda k: self.usage.get(k, 0)
     usage = None if status == "in_progress" else {
         "total_tokens": t("prompt_tokens") + t("completion_tokens"), "input_tokens": t("prompt_tokens"), "output_tokens": t("completion_tokens"),
         "input_token_details": {"text_tokens": t("prompt_tokens"), "audio_tokens": 0, "cached_tokens": 0},
         "output_token_details": {"text_tokens": t("completion_tokens"), "audio_tokens": 0}}
     return {"object": "realtime.response", "id": self.id, "status": status, "status_details": details, "output": output or [],
-            "conversation_id": conversation_id, "output_modalities": self.modalities, "max_output_tokens": self.max_tokens,
-            "audio": {"output": {"format": dict(PCM), "voice": self.voice}}, "usage": usage, "metadata": self.metadata}
+            "conversation_id": conversation_id if self.conversation else None, "output_modalities": self.modalities, "max_output_tokens": self.max_tokens,
+            "audio": {"output": {"format": dict(self.format), "voice": self.voice}}, "usage": usage, "metadata": self.metadata}
 
 # %% ../../../nbs/09ka4_realtime_session.ipynb #ba6d6f8b
 @dataclass
@@ -128,6 +133,9 @@ class RealtimeSession:
         self.cut: str|None = None  # the first item the LLM reads (older ones were left out to fit its context)
         self.live = None  # the live (partial) transcript of the speech in progress (`LiveTranscript`)
         self.echo = None  # the echo canceller: told the reply's audio as it is sent (`EchoCanceller`; False: none here)
+        self.side: set[asyncio.Task] = set()  # out-of-band responses in progress (beside `active`)
+        self.g711: G711Decoder|None = None  # the G.711 input's decoder (it joins appends)
+        self.idle_from: int|None = None  # where (stream sample) the last response's audio ends playing: idle_timeout_ms counts from there
         self.cancel_reason, self.closed, self.send_lock = None, False, asyncio.Lock()
 
     @property
@@ -192,6 +200,31 @@ def check_transcription(self: RealtimeSession, t: dict|None, # a session's `audi
                             "unsupported_feature", f"{q}.prompt")
     return t
 
+# %% ../../../nbs/09ka4_realtime_session.ipynb #6413f090
+@patch
+def input_samples(self: RealtimeSession, audio: str) -> int:
+    "About how many samples at 24 kHz the base64 `audio` makes in the session's input format (judged before decoding it)."
+    return b64_samples(audio, self.config["audio"]["input"]["format"])
+
+@patch
+def decode_input(self: RealtimeSession, audio, # base64 audio in the session's input format
+                 stream: bool=True, # an append (it continues the last one); False: an item's audio, on its own
+                ) -> np.ndarray: # PCM16 at 24 kHz
+    "Decode audio the client sent, in the session's `audio.input.format`."
+    law = self.config["audio"]["input"]["format"]["type"]
+    if law == "audio/pcm": return decode_pcm(audio)
+    raw = b64_bytes(audio, f"{law} (G.711) bytes")
+    if not stream: return G711Decoder(law)(raw)
+    if self.g711 is None or self.g711.law != law: self.g711 = G711Decoder(law)
+    return self.g711(raw)
+
+@patch
+def check_formats(self: RealtimeSession, cfg: dict):
+    "Refuse G.711 where the audio does not travel as events (over WebRTC it is Opus on the media tracks)."
+    if getattr(self.channel, "media", False) and any(cfg["audio"][k]["format"]["type"] != "audio/pcm" for k in ("input", "output")):
+        raise ProtocolError("session.audio: over WebRTC the audio travels on the media tracks (Opus): send audio/pcm formats, or connect "
+                            "over the WebSocket (/v1/realtime) to speak audio/pcmu or audio/pcma", "unsupported_audio_format", "session.audio")
+
 # %% ../../../nbs/09ka4_realtime_session.ipynb #0943ac0c
 @patch
 def check_voice(self: RealtimeSession, name: str):
@@ -212,6 +245,7 @@ async def on_session_update(self: RealtimeSession, e: dict):
     before = self.turn_detection
     new = update_session(self.config, e.get("session"), self.settings, self.check_voice)
     new["audio"]["input"]["transcription"] = self.check_transcription(new["audio"]["input"]["transcription"])
+    self.check_formats(new)
     self.config = new
     self.drop_speculation()
     if self.turn_detection != before: self.audio.listen(None)  # a new detector on the next audio, or manual turns
@@ -269,7 +303,7 @@ async def close(self: RealtimeSession):
     self.closed = True
     if self.response: self.response.cancel.set()
     self.drop_speculation()
-    tasks = [t for t in [self.active, *self.transcripts.values()] if t and not t.done()]
+    tasks = [t for t in [self.active, *self.side, *self.transcripts.values()] if t and not t.done()]
     for t in tasks: t.cancel()
     if tasks: await asyncio.gather(*tasks, return_exceptions=True)
     self.audio, self.items, self.transcripts, self.spoken = InputAudio(), [], {}, {}

@@ -9,7 +9,7 @@ import numpy as np
 from ...config import logger
 from ...vad import FRAME_MS
 from ...turn_model import TURN_SECONDS, turn_probability
-from .protocol import ProtocolError, b64_samples, check_commit, decode_pcm, error_event, event, new_id, vad_params
+from .protocol import ProtocolError, check_commit, error_event, event, new_id, vad_params
 from .audio import to_16k
 from .session import RealtimeSession, Speculation, handles
 from .items import LiveTranscript
@@ -26,11 +26,11 @@ async def on_append(self: RealtimeSession, e: dict):
     "Buffer audio; with server or semantic VAD, judge it and act on speech starting or stopping (a turn as long as the buffer is ended there), and transcribe the speech as it goes."
     a, audio, td = self.audio, e.get("audio"), self.turn_detection
     cap, held = int(self.settings.realtime_max_buffer_seconds*a.rate), (len(a) if td is None else 0)  # with server VAD a full buffer ends the turn
-    if isinstance(audio, str) and held + b64_samples(audio) > cap + 2:  # judged before decoding
-        raise ProtocolError(f"this append would make the input audio buffer {(held + b64_samples(audio))/a.rate:.1f} s, over the "
+    if isinstance(audio, str) and held + self.input_samples(audio) > cap + 2:  # judged before decoding
+        raise ProtocolError(f"this append would make the input audio buffer {(held + self.input_samples(audio))/a.rate:.1f} s, over the "
                             f"limit of {cap/a.rate:g} s (MODEL_SERVER_REALTIME_MAX_BUFFER_SECONDS): commit or clear it, or send less",
                             "input_audio_buffer_full", "audio")
-    pcm = decode_pcm(audio)
+    pcm = self.decode_input(audio)  # PCM16 at 24 kHz, whatever the session's input format
     if not len(pcm): return
     if td is not None and a.detector is None: a.listen(vad_params(td))
     a.append(pcm)
@@ -40,6 +40,7 @@ async def on_append(self: RealtimeSession, e: dict):
         except ProtocolError as x: await self.send(error_event(x))  # e.g. too little to commit: the next events still count
     self.speculate()
     self.transcribe_live()
+    await self.idle_check()  # idle_timeout_ms (responses)
     if td["type"] == "semantic_vad": await self.semantic_pause()
     if a.speaking and len(a) > cap: await self.cut_turn()
     elif not a.speaking:  # between turns only the prefix padding is worth keeping

@@ -96,6 +96,7 @@ def speaker_track_class():
 # %% ../../../nbs/09ka8_realtime_webrtc.ipynb #a7e39869
 class WebRTCChannel:
     "A session's transport over WebRTC: events as JSON on the `oai-events` data channel; audio in on the peer's track, out on ours."
+    media = True  # the audio travels on the media tracks: the session keeps PCM16 formats (`check_formats`)
     def __init__(self, pc): # the `RTCPeerConnection`
         self.pc, self.inbox, self.events, self.tasks = pc, asyncio.Queue(), None, set()
         self.opened, self.settled = asyncio.Event(), asyncio.Event()  # the data channel is open; open, or the peer gone
