@@ -4,7 +4,7 @@
 
 # %% ../../../nbs/09ka4_realtime_session.ipynb #a79a2b5f
 from __future__ import annotations
-import asyncio, inspect, json, threading, time, weakref
+import asyncio, base64, inspect, json, threading, time, weakref
 import numpy as np
 from dataclasses import dataclass
 from typing import Protocol
@@ -150,10 +150,16 @@ async def send(self: RealtimeSession, evt: dict):
     "Send one event (dropped once the client has gone)."
     if self.closed: return
     text = json.dumps(evt)  # outside the `try`: an event that can't be written is a bug, not a client gone
-    if self.echo and evt["type"] == "response.output_audio.delta": self.echo.play(evt["delta"])  # what the speakers will play
+    if self.echo and evt["type"] == "response.output_audio.delta": self.echo.play(self.as_pcm(evt["delta"]))  # what the speakers will play
     try:
         async with self.send_lock: await self.channel.send_text(text)
     except Exception: self.closed = True
+
+@patch
+def as_pcm(self: RealtimeSession, delta: str) -> str:
+    "An output audio delta as base64 PCM16 at 24 kHz, as the microphone's audio is kept (a G.711 delta decoded)."
+    law = self.config["audio"]["output"]["format"]["type"]
+    return delta if law == "audio/pcm" else base64.b64encode(G711Decoder(law)(base64.b64decode(delta)).tobytes()).decode()
 
 # %% ../../../nbs/09ka4_realtime_session.ipynb #1344e49b
 def handles(name: str):
