@@ -15,7 +15,7 @@ from ..errors import ApiError
 from ..slots import ModelSlot, ServerState
 from ..model_names import resolve_model
 from ...stt import check_language
-from .protocol import (ID_CHARS, PCM, ProtocolError, b64_bytes, decode_pcm, default_session, error_event, event,
+from .protocol import (ID_CHARS, PCM, RATE, ProtocolError, b64_bytes, decode_pcm, default_session, error_event, event,
                                                   item_text, new_id, parse_event, shown, update_session)
 from .formats import G711Decoder, b64_samples
 from .audio import InputAudio
@@ -219,6 +219,10 @@ def decode_input(self: RealtimeSession, audio, # base64 audio in the session's i
     "Decode audio the client sent, in the session's `audio.input.format`."
     law = self.config["audio"]["input"]["format"]["type"]
     if law == "audio/pcm": return decode_pcm(audio)
+    cap = int(self.settings.realtime_max_buffer_seconds*RATE)
+    if not stream and isinstance(audio, str) and self.input_samples(audio) > cap + 9:  # judged before decoding, as an append's is
+        raise ProtocolError(f"item.content's audio is {self.input_samples(audio)/RATE:.1f} s, over the limit of {cap/RATE:g} s "
+                            "(MODEL_SERVER_REALTIME_MAX_BUFFER_SECONDS): send it as several items", "audio_too_long", "item.content")
     raw = b64_bytes(audio, f"{law} (G.711) bytes")
     if not stream: return G711Decoder(law)(raw)
     if self.g711 is None or self.g711.law != law: self.g711 = G711Decoder(law)
