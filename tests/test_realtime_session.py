@@ -182,3 +182,59 @@ def test_session_fields_accepted_or_refused_with_a_reason(server):
     assert conv.param == "response.conversation" and "'none' (out of band)" in conv.message
     assert done.status == "completed"
     assert proc.poll() is None
+
+
+CONTEXT = 640  # llama.cpp's context on the small server: eight typed turns of ~100 tokens overflow it
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    "The local profile with a 640-token LLM context (llama.cpp: MODEL_SERVER_LLM_CONTEXT)."
+    work = tmp_path_factory.mktemp("realtime_small")
+    port = free_port()
+    env = server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(work/"models"), MODEL_SERVER_LLM_CONTEXT=CONTEXT)
+    proc = start(voice_agent_cmd("serve", "--profile", "local", "--port", port), env, port, work/"server.log")
+    yield f"http://127.0.0.1:{port}", proc
+    stop(proc)
+
+
+def test_truncation_over_a_small_context(small):
+    "retention_ratio 0.5: every turn answered within the context, the cuts deeper than auto's; disabled: the overflowing turn fails saying so, then the session goes on."
+    url, proc = small
+    topics = ["the sea", "mountains", "a city at night", "a forest", "the desert", "a river", "winter", "a market", "the moon", "a library"]
+    ask = lambda t: TEXT(f"Describe {t} in a few words. " + "Think of its colours, its sounds, its smells and the people you would meet there. " * 3)
+    async def session(truncation):
+        done, ids = [], []
+        async with realtime_connect(url) as conn:
+            await events_until(conn, "session.created", 30)
+            await conn.session.update(session={"type": "realtime", "output_modalities": ["text"], "max_output_tokens": 40,
+                                               "instructions": "You are a poet. Answer in one short sentence.", "truncation": truncation})
+            updated = (await events_until(conn, "session.updated", 30))[-1][1]
+            assert updated.session.truncation == truncation or updated.session.truncation.to_dict() == truncation
+            for t in topics:
+                await conn.conversation.item.create(item=ask(t))
+                await conn.response.create()
+                ev = await events_until(conn, "response.done", 120)
+                checked(ev)
+                ids += [e.item.id for _, e in ev if e.type == "conversation.item.added"]
+                err = next((e.error for _, e in ev if e.type == "error"), None)
+                done.append((ev[-1][1].response, err))
+                if err: break
+            if done[-1][1]:  # disabled: once the conversation overflows, the client deletes all but the last question, and it answers again
+                for i in [i for i in ids if i != ids[-2]]:
+                    await conn.conversation.item.delete(item_id=i); await events_until(conn, "conversation.item.deleted", 30)
+                await conn.response.create()
+                done.append(((await events_until(conn, "response.done", 120))[-1][1].response, None))
+        return done
+    ratio = asyncio.run(session({"type": "retention_ratio", "retention_ratio": 0.5}))
+    used = [(r.status, r.usage.input_tokens) for r, _ in ratio]
+    print(f"\n[truncation] retention_ratio 0.5 on a {CONTEXT}-token context, (status, prompt tokens) per turn: {used}")
+    assert all(s == "completed" and p + 40 <= CONTEXT for s, p in used), used
+    drops = [b for (_, a), (_, b) in zip(used, used[1:]) if b < a]
+    assert drops and min(drops) <= 0.5*(CONTEXT - 40) + 100, used  # cut to about half of what fits, not 3/4
+    disabled = asyncio.run(session("disabled"))
+    (failed, err), last = disabled[-2], disabled[-1][0]
+    print(f"[truncation] disabled: {[(r.status, r.usage and r.usage.input_tokens) for r, _ in disabled]}; the error: {err.message}")
+    assert failed.status == "failed" and 'truncation is "disabled"' in err.message and "conversation.item.delete" in err.message, (failed.status, err)
+    assert last.status == "completed"  # after deleting items, it answers again
+    assert proc.poll() is None
