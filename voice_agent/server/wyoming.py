@@ -415,6 +415,7 @@ async def run(self: WyomingHandler):
                 continue
             if event is None: return
             await self.handle_event(event)
+    except ConnectionError: logger.debug("wyoming: a client left without closing its connection")
     except Exception as e: logger.error(f"wyoming: a connection failed: {one_line(e)}")
     finally:
         live.discard(self); self.reset_audio(); self.closed = True
