@@ -1,5 +1,8 @@
 """The realtime voice panel in a real browser: the browser's microphone, `/v1/realtime`, the reply played as it streams.
 
+Twice: over WebRTC (the panel's default: `POST /v1/realtime/calls` from the page, the microphone and the reply on media
+tracks, the events on the data channel) and over the WebSocket (`transport="websocket"`, the fallback).
+
 The test starts `voice-agent serve --profile local` (SmolLM2, Whisper tiny.en, a Piper voice) with an API key, and
 JupyterLab, on free ports; writes a notebook that shows `voice_agent.realtime_panel.RealtimePanel` for the server and a
 widget the kernel fills from the panel's state and transcript; and runs it in headless Chromium whose fake microphone
@@ -69,18 +72,20 @@ def microphone(work) -> Path:
     return path
 
 
-def write_notebook(folder: Path, url: str) -> Path:
+TRANSPORTS = ("webrtc", "websocket")
+
+def write_notebook(folder: Path, url: str, transport: str) -> Path:
     "The panel for the server at `url`, and a widget in which the kernel writes what the panel told it."
-    cells = [f"from voice_agent.realtime_panel import RealtimePanel\npanel = RealtimePanel({url!r}, api_key={KEY!r})\npanel",
+    cells = [f"from voice_agent.realtime_panel import RealtimePanel\npanel = RealtimePanel({url!r}, api_key={KEY!r}, transport={transport!r})\npanel",
              "import html, json\nimport ipywidgets as W\nseen, mirror = [], W.HTML()\nmirror.add_class('kernel-view')\n"
              "def show(_=None):\n    if not seen or seen[-1] != panel.state: seen.append(panel.state)\n"
-             "    mirror.value = '<pre>' + html.escape(json.dumps({'states': seen, 'turns': panel.turns, 'error': panel.error})) + '</pre>'\n"
-             "panel.observe(show, names=['state', 'transcript', 'error']); show()\nmirror"]
+             "    mirror.value = '<pre>' + html.escape(json.dumps({'states': seen, 'turns': panel.turns, 'error': panel.error, 'via': panel.via})) + '</pre>'\n"
+             "panel.observe(show, names=['state', 'transcript', 'error', 'via']); show()\nmirror"]
     nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [], "source": c}
                     for i, c in enumerate(cells)],
           "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
           "nbformat": 4, "nbformat_minor": 5}
-    p = folder/"realtime.ipynb"
+    p = folder/f"realtime_{transport}.ipynb"
     p.write_text(json.dumps(nb, indent=1))
     return p
 
@@ -90,7 +95,7 @@ def lab(work, env, model_server):
     "JupyterLab on a free port, serving a folder with the panel's notebook."
     root, token, port, log = work/"lab", uuid.uuid4().hex, free_port(), work/"lab.log"
     root.mkdir()
-    write_notebook(root, model_server[0])
+    for transport in TRANSPORTS: write_notebook(root, model_server[0], transport)
     lab_settings(Path(env["JUPYTERLAB_SETTINGS_DIR"]))
     t0 = time.monotonic()
     proc = start_server(lab_command(root, port, token), env, port, log, timeout=120, cwd=root, path=f"/api/status?token={token}")
@@ -113,7 +118,8 @@ def timeline(events: list):
         if k in first: print(f"  {k}: {(first[k][0] - t0)*1000:+.0f} ms")
 
 
-def test_realtime_panel_answers_the_microphone(lab, work, microphone, model_server):
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_realtime_panel_answers_the_microphone(lab, work, microphone, model_server, transport):
     from playwright.sync_api import sync_playwright, expect
     base, token = lab
     url, server, server_log = model_server
@@ -123,7 +129,7 @@ def test_realtime_panel_answers_the_microphone(lab, work, microphone, model_serv
                             f"--use-file-for-fake-audio-capture={microphone}%noloop", "--autoplay-policy=no-user-gesture-required"]
     t0 = time.monotonic()
     with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(str(work/"chromium_profile"), executable_path=CHROMIUM, headless=True, args=args,
+        ctx = p.chromium.launch_persistent_context(str(work/f"chromium_profile_{transport}"), executable_path=CHROMIUM, headless=True, args=args,
                                                    viewport={"width": 1200, "height": 1000})
         try:
             page = ctx.new_page()
@@ -133,7 +139,7 @@ def test_realtime_panel_answers_the_microphone(lab, work, microphone, model_serv
                 sockets.append(ws.url)
                 if "/v1/realtime" in ws.url: ws.on("framereceived", lambda f: events.append((time.monotonic(), json.loads(f))))
             page.on("websocket", on_socket)
-            page.goto(f"{base}/lab/tree/realtime.ipynb?reset&token={token}")
+            page.goto(f"{base}/lab/tree/realtime_{transport}.ipynb?reset&token={token}")
             page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')", timeout=90_000)
             page.wait_for_function("""() => {
                 const w = window.jupyterapp.shell.currentWidget;
@@ -151,8 +157,15 @@ def test_realtime_panel_answers_the_microphone(lab, work, microphone, model_serv
             panel.locator("button.va-rt-toggle").click()
             expect(state).to_have_attribute("data-state", "listening", timeout=30_000)
             expect(panel.locator("button.va-rt-toggle")).to_contain_text("Stop")
-            # the browser itself talks to the server: its socket goes to the model server's port, not JupyterLab's
-            assert any(s.startswith(url.replace("http://", "ws://") + "/v1/realtime") for s in sockets), sockets
+            # the browser itself talks to the server (not the kernel): over WebRTC, no socket to /v1/realtime at all, and the panel
+            # says which; over the WebSocket, its socket goes to the model server's port, not JupyterLab's
+            realtime_sockets = [s for s in sockets if s.startswith(url.replace("http://", "ws://") + "/v1/realtime")]
+            if transport == "webrtc":
+                assert not realtime_sockets, sockets
+                expect(panel).to_contain_text("(WebRTC)", timeout=10_000)
+            else:
+                assert realtime_sockets, sockets
+                expect(panel).to_contain_text("(WebSocket)", timeout=10_000)
             t_listen = time.monotonic()
             print(f"listening after {t_listen-t0:.1f} s")
 
@@ -164,21 +177,22 @@ def test_realtime_panel_answers_the_microphone(lab, work, microphone, model_serv
             print(f"speaking after {time.monotonic()-t0:.1f} s")
             reply = panel.locator(".va-rt-assistant").first
             expect(reply).not_to_have_text(re.compile(r"^Assistant:\s*…?\s*$"), timeout=30_000)
-            panel.screenshot(path=str(ARTIFACTS/"realtime_panel_speaking.png"))
+            panel.screenshot(path=str(ARTIFACTS/f"realtime_panel_speaking_{transport}.png"))
             expect(state).to_have_attribute("data-state", "listening", timeout=120_000)  # the reply played to its end
             said = reply.inner_text()
             print(f"reply played after {time.monotonic()-t0:.1f} s: {said!r}")
-            sent_s = page.evaluate("[...globalThis.__voice_agent_realtime.values()][0].sentMs/1000")
-            print(f"the panel sent {sent_s:.1f} s of microphone audio in the {time.monotonic() - t_listen:.1f} s since it was listening")
-            timeline(events)
+            if transport == "websocket":
+                sent_s = page.evaluate("[...globalThis.__voice_agent_realtime.values()][0].sentMs/1000")
+                print(f"the panel sent {sent_s:.1f} s of microphone audio in the {time.monotonic() - t_listen:.1f} s since it was listening")
+                timeline(events)
             assert "france" in heard.lower(), heard
             assert "paris" in said.lower(), f"the local LLM's answer to {heard!r} does not mention Paris: {said!r}"
             assert "interrupted" not in said, said
             assert re.search(r"first sound \d+\.\d\d s after you stopped", said), said
             error = panel.locator(".va-rt-error")
             assert not error.inner_text().strip(), error.inner_text()
-            panel.screenshot(path=str(ARTIFACTS/"realtime_panel.png"))
-            page.screenshot(path=str(ARTIFACTS/"realtime_notebook.png"), full_page=True)
+            panel.screenshot(path=str(ARTIFACTS/f"realtime_panel_{transport}.png"))
+            page.screenshot(path=str(ARTIFACTS/f"realtime_notebook_{transport}.png"), full_page=True)
 
             # the kernel saw it all: the states the browser went through and the finished turns
             expect(mirror).to_contain_text('"speaking"', timeout=30_000)
@@ -189,7 +203,7 @@ def test_realtime_panel_answers_the_microphone(lab, work, microphone, model_serv
             roles = [r for r, _ in seen["turns"]]
             assert roles[:2] == ["user", "assistant"], seen
             assert "capital" in seen["turns"][0][1].lower() and "paris" in seen["turns"][1][1].lower(), seen
-            assert seen["error"] == "", seen
+            assert seen["error"] == "" and seen["via"] == transport, seen
 
             panel.locator("button.va-rt-toggle").click()
             expect(state).to_have_attribute("data-state", "off", timeout=10_000)
@@ -197,4 +211,9 @@ def test_realtime_panel_answers_the_microphone(lab, work, microphone, model_serv
             expect(mirror).to_contain_text('"off"]', timeout=30_000)
         finally: ctx.close()
     assert server.poll() is None, server_log.read_text()[-3000:]
+    if transport == "webrtc":  # the server served a call, and closed it when Stop was pressed
+        deadline = time.monotonic() + 15
+        while "realtime call closed" not in server_log.read_text() and time.monotonic() < deadline: time.sleep(0.2)
+        log = server_log.read_text()
+        assert "realtime call opened" in log and "realtime call closed" in log, log[-3000:]
     print(f"browser part took {time.monotonic()-t0:.1f} s; screenshots in {ARTIFACTS}")

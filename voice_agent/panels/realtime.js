@@ -1,4 +1,7 @@
 // voice_agent's realtime panel: the browser's microphone -> /v1/realtime (OpenAI Realtime API, GA events) -> the speakers.
+// Over WebRTC by default (POST /v1/realtime/calls: the microphone and the reply on media tracks, so the browser's echo
+// canceller hears the agent's voice; the events on the `oai-events` data channel), over the WebSocket where the server
+// has no WebRTC (501) or the panel asks for it (transport "websocket").
 const RATE = 24000;           // PCM16 rate of the session, in and out
 const FRAME_S = 0.02;         // the microphone is sent in 20 ms appends
 const LEAD_S = 0.03;          // a reply's first chunk starts this far ahead, so chunks that follow join without a click
@@ -55,6 +58,21 @@ export function fromBase64(text) { // base64 PCM16 -> Float32Array in [-1, 1)
   return out;
 }
 
+export function callsUrl(url) { // the WebSocket URL of /v1/realtime -> the URL a WebRTC offer is posted to
+  const u = new URL(url);
+  u.protocol = u.protocol === "wss:" ? "https:" : "http:";
+  u.pathname = u.pathname.replace(/\/$/, "") + "/calls";
+  return u.toString();
+}
+
+function iceGathered(pc, ms) { // the offer carries our candidates (the server takes no trickled ones): wait for them, `ms` at most
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise(resolve => {
+    const t = setTimeout(resolve, ms);
+    pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") { clearTimeout(t); resolve(); } });
+  });
+}
+
 export function closeMessage(code, reason, url) { // what a closed socket means, and what to do
   if (reason) return `the server closed the session: ${reason} (code ${code})`;
   if (code === 1006) return `could not connect to ${url} (or the connection dropped): check that the model server is running, ` +
@@ -68,7 +86,7 @@ export class Conversation {
   constructor(model, env = globalThis) {
     this.model = model; this.env = env; this.views = new Set();
     this.state = "off"; this.entries = []; this.byItem = new Map(); this.level = 0; this.errorText = "";
-    this.ws = null; this.ctx = null; this.stream = null; this.nodes = []; this.down = null;
+    this.ws = null; this.pc = null; this.dc = null; this.player = null; this.playing = false; this.callT0 = 0; this.via = ""; this.ctx = null; this.stream = null; this.nodes = []; this.down = null;
     this.sources = new Set(); this.chunks = []; this.playItem = null; this.playEnd = 0;
     this.response = null; this.dropped = new Set(); this.quiet = new Set(); this.stoppedAt = null; this.speech = false; this.gen = 0;
     this.sentMs = 0; this.sent = []; this.early = [];  // audio sent so far, [ms sent, when captured] per append (when the user's speech ended, by our clock); audio captured while connecting
@@ -87,10 +105,13 @@ export class Conversation {
     if (!e) { e = {id, role, text: "", done: false, interrupted: false, latency_ms: null}; this.byItem.set(id, e); this.entries.push(e); }
     return e;
   }
-  send(event) { if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(event)); }
+  send(event) {
+    if (this.dc && this.dc.readyState === "open") this.dc.send(JSON.stringify(event));
+    else if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(event));
+  }
 
   async start() {
-    if (this.ws || this.state === "connecting") return;
+    if (this.ws || this.dc || this.state === "connecting") return;
     const url = this.model.get("url"), key = this.model.get("api_key"), gen = ++this.gen;
     const stale = () => gen !== this.gen;  // Stop was pressed meanwhile
     this.entries = []; this.byItem = new Map(); this.sentMs = 0; this.sent = []; this.early = []; this.dropped = new Set(); this.quiet = new Set(); this.response = null;
@@ -117,8 +138,9 @@ export class Conversation {
         "(started from Python, the panel needs a click in the page first)");
       await this.capture();  // from now on: what is said while the socket opens is kept, and sent once it is open
       if (stale()) return;
-      await this.openSocket(url, key, stale);
-      if (!stale() && this.ws) this.setState("listening");
+      const rtc = this.model.get("transport") !== "websocket" && this.env.RTCPeerConnection;
+      if (!(rtc && await this.openCall(url, key, stale)) && !stale()) await this.openSocket(url, key, stale);
+      if (!stale() && (this.ws || this.dc)) this.setState("listening");
     } catch (e) {
       if (stale()) return;
       this.teardown();
@@ -135,7 +157,7 @@ export class Conversation {
       ws.onopen = () => {
         open = true;
         if (stale()) { ws.close(1000, "stopped by the user"); return resolve(); }
-        this.ws = ws; this.send({type: "session.update", session: this.model.get("session")});
+        this.ws = ws; this.via = "websocket"; this.sync({via: "websocket"}); this.send({type: "session.update", session: this.model.get("session")});
         for (const [pcm, t] of this.early) this.append(pcm, t);
         this.early = []; resolve(); };
       ws.onmessage = m => { try { this.onEvent(JSON.parse(m.data)); } catch (e) { console.error("voice_agent realtime panel:", e); } };
@@ -148,6 +170,52 @@ export class Conversation {
     });
   }
 
+  async openCall(url, key, stale) { // true: the call is up (or Stop was pressed); false: the server has no WebRTC
+    const pc = this.pc = new this.env.RTCPeerConnection();
+    for (const t of this.stream.getAudioTracks()) pc.addTrack(t, this.stream);
+    const dc = pc.createDataChannel("oai-events");
+    pc.ontrack = e => {  // the reply, played by an audio element: the browser knows it plays it, and cancels its echo
+      const a = this.player = new this.env.Audio(); a.autoplay = true;
+      a.srcObject = (e.streams && e.streams[0]) || new this.env.MediaStream([e.track]);
+      const p = a.play(); if (p && p.catch) p.catch(() => {});
+    };
+    const fail = text => { pc.close(); if (this.pc === pc) this.pc = null; if (text) throw new Error(text); return false; };
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGathered(pc, 3000);
+    const target = callsUrl(url);
+    let r;
+    try {
+      r = await this.env.fetch(target, {method: "POST", body: pc.localDescription.sdp,
+                                        headers: {"Content-Type": "application/sdp", ...(key ? {Authorization: `Bearer ${key}`} : {})}});
+    } catch (e) {
+      return fail(`could not reach ${target}: check that the model server is running, that this browser can reach that address ` +
+                  "(a remote kernel's localhost is not yours: tunnel the port or use the server's public URL), and that the page may call it " +
+                  "(MODEL_SERVER_ALLOWED_ORIGINS)");
+    }
+    if ([404, 405, 501].includes(r.status)) return fail(null);  // a server without WebRTC: the WebSocket
+    if (r.status !== 201) {
+      let why = r.statusText; try { why = ((await r.json()).error || {}).message || why; } catch (e) {}
+      return fail(`the server refused the call (${r.status}): ${why}`);
+    }
+    await pc.setRemoteDescription({type: "answer", sdp: await r.text()});
+    if (dc.readyState !== "open") await new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error("the call was answered but its connection did not open within 15 s: something between " +
+        "this browser and the server blocks WebRTC (a firewall, a VPN): use RealtimePanel(..., transport='websocket')")), 15000);
+      dc.onopen = () => { clearTimeout(t); resolve(); };
+    }).catch(e => fail(e.message));
+    if (stale()) return fail(null) || true;
+    this.dc = dc; this.callT0 = performance.now(); this.via = "webrtc"; this.sync({via: "webrtc"});
+    dc.onmessage = m => { try { this.onEvent(JSON.parse(m.data)); } catch (e) { console.error("voice_agent realtime panel:", e); } };
+    dc.onclose = () => {
+      if (this.dc !== dc) return;  // stopped on purpose
+      this.dc = null; this.teardown();
+      this.showError("the call ended: the server closed it, or the connection dropped"); this.setState("off"); this.sync({running: false});
+    };
+    pc.onconnectionstatechange = () => { if (pc.connectionState === "failed" && dc.onclose) dc.onclose(); };
+    this.send({type: "session.update", session: this.model.get("session")});
+    return true;
+  }
+
   async capture() {
     const ctx = this.ctx, src = ctx.createMediaStreamSource(this.stream), mute = ctx.createGain();
     this.down = new Downsampler(ctx.sampleRate);
@@ -156,7 +224,7 @@ export class Conversation {
       let s = 0; for (let i = 0; i < x.length; i++) s += x[i]*x[i];
       this.level = Math.sqrt(s/Math.max(1, x.length)); for (const v of this.views) v(true);
       const pcm = this.down.push(x);
-      if (!pcm.length) return;
+      if (!pcm.length || this.dc || this.pc) return;  // over WebRTC the microphone's track carries the audio
       if (this.ws) this.append(pcm, performance.now());
       else if (this.early.length < 5/FRAME_S) this.early.push([pcm, performance.now()]);  // at most 5 s, while connecting
     };
@@ -182,13 +250,16 @@ export class Conversation {
 
   stop() {
     this.gen++;
-    const ws = this.ws; this.ws = null;
+    const ws = this.ws; this.ws = null; this.dc = null;
     if (ws) ws.close(1000, "stopped by the user");
     this.teardown(); this.setState("off");
   }
 
   teardown() {
     this.stopPlayback();
+    const pc = this.pc; this.pc = null; this.dc = null; this.playing = false;
+    if (pc) pc.close();
+    if (this.player) { this.player.srcObject = null; this.player = null; }
     for (const n of this.nodes) { try { n.disconnect(); } catch (e) {} }
     this.nodes = [];
     if (this.stream) for (const t of this.stream.getTracks()) t.stop();
@@ -208,7 +279,7 @@ export class Conversation {
     const at = Math.max(this.ctx.currentTime + LEAD_S, this.playEnd);
     src.start(at); this.playEnd = at + buf.duration;
     this.chunks.push([at, buf.duration]); this.sources.add(src);
-    src.onended = () => { this.sources.delete(src); if (!this.sources.size && !this.response) this.setState(this.ws ? "listening" : "off"); };
+    src.onended = () => { this.sources.delete(src); if (!this.sources.size && !this.response) this.setState(this.ws || this.dc ? "listening" : "off"); };
     const entry = this.entry(e.item_id, "assistant");
     if (entry.latency_ms === null && this.stoppedAt !== null) {
       entry.latency_ms = Math.round(performance.now() - this.stoppedAt + (at - this.ctx.currentTime)*1000); this.syncTranscript();
@@ -216,6 +287,7 @@ export class Conversation {
     this.setState("speaking");
   }
   speechEnd(ms) { // when the user stopped speaking, by this page's clock: the append that held the stream's `ms`
+    if (this.dc && typeof ms === "number") return this.callT0 + ms;  // WebRTC: the track's audio, counted from the call's start
     const hit = typeof ms === "number" ? this.sent.find(([end]) => end >= ms) : null;
     return hit ? hit[1] - (hit[0] - ms) : performance.now();
   }
@@ -231,6 +303,11 @@ export class Conversation {
   // barge-in: the user spoke over the reply: silence it at once, and tell the server how much was heard
   bargeIn() {
     if (this.response) this.dropped.add(this.response);  // its deltas still on the way are not played
+    if (this.dc) {  // WebRTC: the server stops its track and truncates the item to what the track played
+      const entry = this.playing && this.byItem.get(this.playItem);
+      if (entry) { entry.interrupted = true; this.syncTranscript(); }
+      return;
+    }
     if (!this.sources.size) return;
     const ms = Math.floor(this.playedMs()), item = this.playItem;
     this.stopPlayback();
@@ -267,16 +344,26 @@ export class Conversation {
       case "response.output_audio_transcript.delta":
       case "response.output_text.delta":
         if (this.dropped.has(e.response_id)) break;
+        if (this.dc) this.playItem = e.item_id;
         this.entry(e.item_id, "assistant").text += e.delta; this.syncTranscript(); break;
       case "response.output_audio.delta":
         if (!this.dropped.has(e.response_id)) this.play(e); break;
+      case "output_audio_buffer.started": {  // WebRTC: the server's track plays a reply
+        this.playing = true;
+        const entry = this.byItem.get(this.playItem);
+        if (entry && entry.latency_ms === null && this.stoppedAt !== null) { entry.latency_ms = Math.round(performance.now() - this.stoppedAt); this.syncTranscript(); }
+        this.setState("speaking"); break;
+      }
+      case "output_audio_buffer.stopped":
+      case "output_audio_buffer.cleared":
+        this.playing = false; if (!this.response && this.state !== "off") this.setState("listening"); break;
       case "response.done": {
         const r = e.response || {};
         for (const it of r.output || []) { const en = this.byItem.get(it.id); if (en) { en.done = true; if (r.status !== "completed") en.interrupted = true; } }
         if (r.status === "failed") this.showError(`the reply failed: ${JSON.stringify((r.status_details || {}).error || r.status_details)}`);
         if (this.response === r.id) this.response = null;
         this.syncTranscript();
-        if (!this.sources.size && this.state !== "off") this.setState(this.ws ? "listening" : "off");
+        if (!this.sources.size && !this.playing && this.state !== "off") this.setState(this.ws || this.dc ? "listening" : "off");
         break;
       }
       case "error": {
@@ -301,7 +388,7 @@ function conversation(model) {
 
 function initialize({ model }) {
   const c = conversation(model);
-  if (model.get("running") && !c.ws) { model.set("running", false); model.save_changes(); }  // a reloaded page has no microphone open
+  if (model.get("running") && !c.ws && !c.dc) { model.set("running", false); model.save_changes(); }  // a reloaded page has no microphone open
 }
 
 const LABELS = {off: "off", connecting: "connecting…", listening: "listening", thinking: "thinking", speaking: "speaking"};
@@ -320,7 +407,7 @@ function render({ model, el }) {
   const update = (levelOnly) => {
     level.style.width = `${Math.min(100, Math.round(Math.sqrt(c.level)*140))}%`;
     if (levelOnly === true) return;
-    head.lastChild.textContent = ` · ${model.get("url")}`;
+    head.lastChild.textContent = ` · ${model.get("url")}${c.via ? ` (${c.via === "webrtc" ? "WebRTC" : "WebSocket"})` : ""}`;
     const on = c.state !== "off";
     button.textContent = on ? "■ Stop" : "● Start"; button.title = on ? "Stop: close the microphone and end the conversation"
       : "Start a conversation: the browser asks for the microphone the first time";

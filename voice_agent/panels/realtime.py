@@ -108,10 +108,12 @@ def stop(self: KernelServer, timeout: float=10): # seconds to wait for the threa
 
 # %% ../../nbs/11h_panels_realtime.ipynb #d5ab8913
 class RealtimePanel(anywidget.AnyWidget):
-    "A spoken conversation from the browser's microphone over `/v1/realtime`: state, transcript, Start/Stop; replies play as they stream."
+    "A spoken conversation from the browser's microphone with `/v1/realtime` (WebRTC, else the WebSocket): state, transcript, Start/Stop; replies play as they stream."
     _esm, _css = ESM, CSS
-    url = Unicode("").tag(sync=True)           # the WebSocket URL the browser connects to
-    api_key = Unicode("").tag(sync=True)       # sent by the browser as the `openai-insecure-api-key.<key>` subprotocol
+    url = Unicode("").tag(sync=True)           # the WebSocket URL of `/v1/realtime` (a WebRTC offer goes to its `/calls`)
+    api_key = Unicode("").tag(sync=True)       # sent by the browser as `Authorization: Bearer` (WebRTC) or the `openai-insecure-api-key.<key>` subprotocol
+    transport = Unicode("webrtc").tag(sync=True)  # "webrtc" (the WebSocket where the server has none) or "websocket"
+    via = Unicode("").tag(sync=True)           # from the browser: the transport of the conversation, "webrtc" or "websocket"
     session = Dict().tag(sync=True)            # the `session.update` sent on connecting
     running = Bool(False).tag(sync=True)       # the microphone and the session are on (set by Start/Stop, or `start()`/`stop()`)
     state = Unicode("off").tag(sync=True)      # from the browser: off, connecting, listening, thinking, speaking
@@ -126,9 +128,11 @@ class RealtimePanel(anywidget.AnyWidget):
                  voice: str|None=None, # the reply's voice (default: the server's)
                  silence_ms: int|None=None, # silence that ends a turn (default: the server's, 500 ms)
                  threshold: float=0.5, # the VAD's speech threshold: raise it in a noisy room
+                 transport: str="webrtc", # "webrtc": the browser's echo canceller hears the reply (the WebSocket where the server has no WebRTC); or "websocket"
                  settings: Settings|None=None, # default: `get_settings()`
                  **kwargs):
         s = settings or get_settings()
+        if transport not in ("webrtc", "websocket"): raise ValueError(f"transport must be 'webrtc' or 'websocket', not {transport!r}")
         self.server: KernelServer|None = None
         if isinstance(source, dict): source = self.server = KernelServer(source, s)
         if isinstance(source, KernelServer): base, key = source.url, source.api_key
@@ -136,7 +140,7 @@ class RealtimePanel(anywidget.AnyWidget):
         elif source is None or isinstance(source, str): base, key = source or s.server_url, s.api_key
         else: raise TypeError(f"RealtimePanel needs a server URL, a ModelClient, loaded models (a dict) or a KernelServer, not {type(source).__name__}")
         super().__init__(url=realtime_url(base, model), api_key=(key if api_key is None else api_key) or "", _key=secrets.token_hex(8),
-                         session=session_config(instructions, voice, silence_ms, threshold), **kwargs)
+                         session=session_config(instructions, voice, silence_ms, threshold), transport=transport, **kwargs)
         self.add_class("va-realtime-panel")
 
     def close(self):

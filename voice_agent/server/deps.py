@@ -21,11 +21,11 @@ from .generation import json_body_limit
 from .slots import ModelSlot, ServerState
 
 # %% auto #0
-__all__ = ['Server', 'bearer', 'KEY_PROTOCOL', 'OPEN_PATHS', 'LLM', 'STT', 'TTS', 'ClientLeft', 'BODY_LIMITS', 'server',
+__all__ = ['Server', 'bearer', 'KEY_PROTOCOL', 'OPEN_PATHS', 'CORS', 'LLM', 'STT', 'TTS', 'ClientLeft', 'BODY_LIMITS', 'server',
            'configured_key', 'is_public_address', 'check_access', 'access', 'offered_protocols', 'ws_token',
            'chosen_protocol', 'check_ws_access', 'split_list', 'is_loopback_name', 'host_name', 'check_host',
-           'check_origin', 'refuse_websocket', 'refuse_scope', 'BrowserGuard', 'model', 'client_left',
-           'bounded_receive', 'LimitedRoute', 'open_without_key', 'assemble']
+           'check_origin', 'refuse_websocket', 'refuse_scope', 'cors_headers', 'preflight', 'BrowserGuard', 'with_cors',
+           'model', 'client_left', 'bounded_receive', 'LimitedRoute', 'open_without_key', 'assemble']
 
 # %% ../../nbs/09g_server_deps.ipynb #e1eb8021
 def server(request: Request) -> ServerState:
@@ -156,8 +156,21 @@ async def refuse_scope(scope, receive, send, e: ApiError):
     if scope["type"] == "http": return await e.response()(scope, receive, send)
     await refuse_websocket(WebSocket(scope, receive, send), e)
 
+CORS = [(b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"), (b"access-control-max-age", b"600"),
+        (b"access-control-expose-headers", b"location, x-request-id, retry-after")]  # what a page the origin check lets in may do
+
+def cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
+    "The CORS headers that let the page of `origin` (one `check_origin` allowed) read the answer."
+    return [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin"), *CORS]
+
+async def preflight(scope, send, origin: str, asked: str):
+    "Answer a CORS preflight (204): the method and the headers the page asked for (`asked`), for `origin`."
+    h = cors_headers(origin) + [(b"access-control-allow-headers", asked.encode("latin-1"))] * bool(asked)
+    await send({"type": "http.response.start", "status": 204, "headers": h + [(b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
 class BrowserGuard:
-    "ASGI middleware: `check_host` and `check_origin` on every HTTP request and WebSocket upgrade but `OPEN_PATHS`."
+    "ASGI middleware: `check_host` and `check_origin` on every HTTP request and WebSocket upgrade but `OPEN_PATHS`; CORS for the pages they let in."
     def __init__(self, app, state: ServerState): self.app, self.state = app, state
 
     async def __call__(self, scope, receive, send):
@@ -168,7 +181,21 @@ class BrowserGuard:
             self.state.metrics.rejected.labels(scope["type"], e.code).inc()
             logger.warning(f"refused {'a WebSocket to' if scope['type'] == 'websocket' else scope['method']} {scope['path']}: {e.message}")
             return await refuse_scope(scope, receive, send, e)
+        origin = headers.get("origin")
+        if scope["type"] == "http" and origin and origin != "null":
+            if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+                return await preflight(scope, send, origin, headers.get("access-control-request-headers", ""))
+            send = with_cors(send, origin)
         await self.app(scope, receive, send)
+
+def with_cors(send, origin: str):
+    "`send`, adding the CORS headers for `origin` to the response's start."
+    extra = cors_headers(origin)
+    async def cors_send(message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+    return cors_send
 
 # %% ../../nbs/09g_server_deps.ipynb #f246bf4b
 def model(kind: str, # "llm", "stt" or "tts"
