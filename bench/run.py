@@ -22,13 +22,14 @@ WORKERS = {"offline": ("b1_offline", ["offline"]), "loading": ("b2_loading", ["l
            "serving": ("b3_serving", ["serving", "concurrency"]), "stt": ("b5_stt", ["stt"]), "turn": ("b6_turn", ["turn"]),
            "stt_peer": ("b7_stt_peer", ["stt_peer"]), "gguf": ("b8_gguf", ["gguf"]), "local": ("b9_local", ["local"]),
            "tools": ("b10_tools", ["tools"]), "speech_stream": ("b11_speech_stream", ["speech_stream"]),
-           "realtime": ("b12_realtime", ["realtime"]), "ray": ("b13_ray", ["ray"]), "pipecat": ("b16_pipecat", ["pipecat"])}
+           "realtime": ("b12_realtime", ["realtime"]), "ray": ("b13_ray", ["ray"]), "pipecat": ("b16_pipecat", ["pipecat"]),
+           "wyoming": ("b15_wyoming", ["wyoming"])}
 BENCHMARKS = [b for _, bs in WORKERS.values() for b in bs]
 # workers that run one after the other in one process, sharing its imports and models
 SHARED_PROCESS = {"gguf": "local models", "local": "local models", "tools": "local models", "speech_stream": "local models"}
 # run only when named in --only (stt_peer installs a peer server in a venv of its own on its first run)
-OPT_IN = {"stt_peer", "realtime", "ray", "pipecat"}  # realtime, pipecat: minutes of questions spoken at real-time pace; ray: a local Ray cluster
-MIN_TIMEOUT = {"stt_peer": 900, "realtime": 900, "ray": 1500, "pipecat": 900}  # seconds: that install, then two servers; realtime: ~40 spoken turns; pipecat: 3 x 12 spoken turns, Pipecat's replies played
+OPT_IN = {"stt_peer", "realtime", "ray", "wyoming", "pipecat"}  # realtime, pipecat: minutes of questions spoken at real-time pace; ray: a local Ray cluster
+MIN_TIMEOUT = {"stt_peer": 900, "realtime": 900, "ray": 1500, "wyoming": 1200, "pipecat": 900}  # seconds: that install, then two servers; realtime: ~40 spoken turns; pipecat: 3 x 12 spoken turns, Pipecat's replies played
 
 
 def plan(only: list[str]) -> list[list[str]]:
