@@ -9,6 +9,8 @@ tiny.en, Piper) on a free port, the official `openai` client's realtime connecti
   committed as the user's item, and a reply.
 - `truncation`, `noise_reduction` and formats: what is accepted shows in `session.updated`; what is not is an `error`
   naming the field and saying what to send, and the session still answers.
+- `truncation` on a real 640-token llama.cpp context: a `retention_ratio` of 0.5 keeps every turn within the context and
+  cuts deeper than `auto`; `disabled` fails the turn that overflows, saying what to do, and answers once items are deleted.
 
 Every event is checked against the `openai` package's own types. Run with `pytest -s` to see what was heard and said.
 """
