@@ -80,9 +80,9 @@ async def on_response_create(self: RealtimeSession, e: dict):
 @handles("response.cancel")
 async def on_response_cancel(self: RealtimeSession, e: dict):
     "Stop the response in progress (or the out-of-band one named)."
-    side = next((t for t in self.side if getattr(t, "response_id", None) == e.get("response_id")), None) if e.get("response_id") else None
+    side = next((t for t in self.side if t.response.id == e.get("response_id")), None) if e.get("response_id") else None
     if side:
-        side.cancel(); await asyncio.gather(side, return_exceptions=True)
+        side.response.reason = "client_cancelled"; side.cancel(); await asyncio.gather(side, return_exceptions=True)
         return
     if not self.busy: raise ProtocolError("there is no response in progress to cancel", "response_cancel_not_active")
     if e.get("response_id") and self.response and e["response_id"] != self.response.id:
@@ -287,7 +287,7 @@ async def respond(self: RealtimeSession, opts: dict, # a `response.create`'s `re
     if draft is None:
         if r.conversation: self.response = r
         r.release()
-        if t := asyncio.current_task(): t.response_id = r.id  # an out-of-band one is cancelled by its id
+        if t := asyncio.current_task(): t.response = r  # an out-of-band one is cancelled by its id
     item = {"id": r.item_id, "object": "realtime.item", "type": "message", "role": "assistant", "status": "in_progress", "content": []}
     status, details = "completed", None
     try:
@@ -301,7 +301,7 @@ async def respond(self: RealtimeSession, opts: dict, # a `response.create`'s `re
             if r.dropped and ids and not own: self.cut = ids[min(r.dropped, len(ids) - 1)]  # the LLM reads from there on
     except asyncio.CancelledError:
         if not r.released.is_set(): return  # a draft dropped: it said nothing
-        status, details = "cancelled", {"type": "cancelled", "reason": self.cancel_reason or "client_cancelled"}
+        status, details = "cancelled", {"type": "cancelled", "reason": r.reason or (r.conversation and self.cancel_reason) or "client_cancelled"}
     except Exception as x:
         if not r.released.is_set(): return  # a draft that failed or gave way: the turn is answered the ordinary way
         status, details = "failed", await self.report_failure(x)
