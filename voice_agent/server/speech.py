@@ -13,15 +13,14 @@ from ..loading import one_line
 from ..schemas import SpeechAudioDelta, SpeechAudioDone
 from .audio_io import SpeechEncoder
 from .slots import ModelSlot, model_error, primed, stream_on_slot
+from .streaming import SSE_HEADERS, sse as _sse
 from ..audio import SPEECH_RATE
 
 
 # %% auto #0
-__all__ = ['SSE_HEADERS', 'speech_pieces', 'stream_speech']
+__all__ = ['speech_pieces', 'stream_speech']
 
 # %% ../../nbs/09ha_server_speech.ipynb #8c18f569
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
 def speech_pieces(model, # the TTS model
                   text: str, # what to say
                   opts: dict, # voice and speed, as `tts_options()` gives them
@@ -29,8 +28,6 @@ def speech_pieces(model, # the TTS model
     "The model's `synthesize_stream`, or its `synthesize_array` as one piece."
     if hasattr(model, "synthesize_stream"): return model.synthesize_stream(text, **opts)
     return iter([model.synthesize_array(text, **opts)])
-
-def _sse(event) -> bytes: return f"data: {event.model_dump_json()}\n\n".encode()
 
 async def stream_speech(slot: ModelSlot, # the ready TTS
                         text: str, # what to say
@@ -57,8 +54,8 @@ async def stream_speech(slot: ModelSlot, # the ready TTS
     async def body():
         try:
             async for b in audio:
-                if b: yield _sse(SpeechAudioDelta(audio=base64.b64encode(b).decode())) if sse else b
-            if sse: yield _sse(SpeechAudioDone())
+                if b: yield _sse(SpeechAudioDelta(audio=base64.b64encode(b).decode()), False).encode() if sse else b
+            if sse: yield _sse(SpeechAudioDone(), False).encode()
         except Exception as e:  # the status is sent
             logger.error(f"{slot.label} failed while streaming: {one_line(e)}")
             if not sse: raise RuntimeError(f"the {slot.label} model failed mid-stream: {one_line(e)}") from e

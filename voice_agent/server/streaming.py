@@ -10,7 +10,16 @@ from .errors import ApiError
 from .model_slot import ModelSlot, unless_left
 
 # %% auto #0
-__all__ = ['STREAM_AHEAD', 'STREAM_STALL', 'stream_on_slot', 'Primed', 'primed']
+__all__ = ['SSE_HEADERS', 'STREAM_AHEAD', 'STREAM_STALL', 'sse', 'stream_on_slot', 'Primed', 'primed']
+
+# %% ../../nbs/09f2_server_streaming.ipynb #96697c05
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no cache, no proxy buffering (nginx): each event when it is made
+
+def sse(obj, # a pydantic model, or a string sent as it is (`[DONE]`)
+        exclude_none: bool=True, # leave out the model's None fields (chat chunks do; speech events keep them)
+       ) -> str: # one event: `data: ...` and a blank line
+    "One server-sent event."
+    return f"data: {obj if isinstance(obj, str) else obj.model_dump_json(exclude_none=exclude_none)}\n\n"
 
 # %% ../../nbs/09f2_server_streaming.ipynb #18ec8fe2
 STREAM_AHEAD = 64  # items a slot's generator may make before its reader takes them

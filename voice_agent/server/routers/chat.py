@@ -15,11 +15,12 @@ from ...schemas import (AssistantMessage, ChatCompletion, ChatCompletionChunk, C
 from ..deps import LLM, ClientLeft, LimitedRoute, Server, access
 from ..errors import SSE_EVENT_SCHEMA, ApiError, check_unicode, error_responses
 from ..generation import check_text, llm_options
+from ..streaming import SSE_HEADERS, sse
 from ..slots import ModelSlot, ServerState, call_model, model_error, model_names, primed, resolve_model, stream_on_slot
 
 # %% auto #0
-__all__ = ['router', 'SSE_HEADERS', 'STREAM_DOC', 'model_cards', 'list_models', 'get_model', 'sse', 'refused_call_text',
-           'call_deltas', 'stream_chat_events', 'reply_message', 'check_chat', 'chat_completions']
+__all__ = ['router', 'STREAM_DOC', 'model_cards', 'list_models', 'get_model', 'refused_call_text', 'call_deltas',
+           'stream_chat_events', 'reply_message', 'check_chat', 'chat_completions']
 
 # %% ../../../nbs/09j_server_chat.ipynb #517522df
 router = APIRouter(tags=["openai"], route_class=LimitedRoute, dependencies=[Security(access)],
@@ -43,12 +44,6 @@ async def get_model(model_id: str, st: Server) -> ModelCard:
     raise ApiError(404, f"no model {model_id!r} here: GET /v1/models lists them", "not_found_error", "model_not_found", "model")
 
 # %% ../../../nbs/09j_server_chat.ipynb #8dbbecfe
-def sse(obj) -> str:
-    "One server-sent event."
-    return f"data: {obj if isinstance(obj, str) else obj.model_dump_json(exclude_none=True)}\n\n"
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
 def refused_call_text(call: ToolCall) -> str:
     "What the reply says in place of a tool call that can't be passed on (bad JSON, an unknown function, arguments off the schema)."
     logger.warning(f"the LLM's call of {call.name or 'a function'} was not passed on: {call.error}: {call.arguments[:200]!r}")
