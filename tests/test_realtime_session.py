@@ -147,7 +147,8 @@ def test_idle_timeout_asks_again(server):
     t = next(e for _, e in ev if e.type == "input_audio_buffer.timeout_triggered")
     committed = next(e for _, e in ev if e.type == "input_audio_buffer.committed")
     done = ev[-1][1].response
-    print(f"\n[idle] {kinds[:4]} ... {kinds[-1]}; silent {t.audio_start_ms}-{t.audio_end_ms} ms; said {done.output[0].content[0].text!r}")
+    heard = next((e.transcript for _, e in ev if e.type == "conversation.item.input_audio_transcription.completed"), None)
+    print(f"\n[idle] {kinds[:4]} ... {kinds[-1]}; silent {t.audio_start_ms}-{t.audio_end_ms} ms; Whisper heard {heard!r}; said {done.output[0].content[0].text!r}")
     assert kinds.index("input_audio_buffer.timeout_triggered") < kinds.index("input_audio_buffer.committed") < kinds.index("response.created")
     assert committed.item_id == t.item_id and 1500 <= t.audio_end_ms - t.audio_start_ms < 1700, t
     assert done.status == "completed" and done.output[0].content[0].text.strip()
