@@ -8,6 +8,7 @@ import asyncio, base64, os, signal, socket, subprocess, sys, tempfile, threading
 from pathlib import Path
 from typing import Callable
 import numpy as np
+from .audio import SPEECH_RATE
 
 # %% auto #0
 __all__ = ['REALTIME_RATE', 'CHUNK_MS', 'STORY', 'STORYTELLER', 'free_port', 'server_env', 'ServerFailed', 'wait_ready',
@@ -169,7 +170,7 @@ def transcribe(http, # an `httpx.Client` whose `base_url` is the server, or the 
     return r.json()["text"]
 
 # %% ../nbs/13_testing.ipynb #fb8d6386
-REALTIME_RATE = 24000  # the Realtime API's PCM16 sample rate
+REALTIME_RATE = SPEECH_RATE  # the Realtime API's PCM16 sample rate (24 kHz)
 CHUNK_MS = 20  # what a microphone sends at a time
 
 def b64(x: np.ndarray) -> str:

@@ -38,7 +38,7 @@ def realtime_url(server: str, # the model server: `http(s)://host:port` (its bas
     return urlunsplit((scheme, parts.netloc, path, urlencode(query), ""))
 
 # %% ../../nbs/11h_panels_realtime.ipynb #5fdba935
-RATE = 24000  # PCM16 samples per second, both ways
+RATE = 24000  # PCM16 samples per second, both ways: audio.SPEECH_RATE, written out (importing it would bring numpy into the light client), and realtime.js
 PCM = {"type": "audio/pcm", "rate": RATE}
 
 # %% ../../nbs/11h_panels_realtime.ipynb #0b541677
