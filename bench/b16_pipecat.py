@@ -20,19 +20,22 @@ Both sides hear the same espeak-ng questions, sent the same way, and are timed t
   `InputAudioRawFrame`s, resampled to the pipeline's 16 kHz with Pipecat's stream resampler, as its network transports do.
 - End of speech: the moment the last sample above 2% of full scale was "spoken" (`voice_agent.testing.voiced_seconds`,
   the same for both). First audio: ours, the arrival of the first `response.output_audio.delta` at the client; Pipecat,
-  the first audio frame its output transport writes (a `BaseOutputTransport` that plays in real time, as Pipecat's
-  WebSocket transport simulates its device). Pipecat's figure has no network hop in it; ours has the loopback WebSocket.
-  Both include the turn detection's wait after speech.
+  the first audio frame its output transport writes (a `BaseOutputTransport` that takes frames as fast as they come, as
+  our client takes deltas; a reply is done at Pipecat's `BotStoppedSpeakingFrame`, as ours at `response.done`). Pipecat's
+  figure has no network hop in it; ours has the loopback WebSocket. Both include the turn detection's wait after speech.
+  Where the time goes, per side (medians, seconds after the end of speech, in the note; each turn's in the JSON details):
+  ours, the first `speech_stopped`, transcription `.completed`, `response.created`, transcript delta; Pipecat, its last
+  VAD stop, the transcript, the turn's end (`UserStoppedSpeakingFrame`), the LLM's first text, the TTS's first audio.
 - 12 questions (b12's), one warm-up turn per side first (not counted; ours on a connection of its own, as b12; Pipecat's
   context is reset after it). Each side keeps one conversation for the 12. Per question the sides take turns in a rotating
   order, so a drifting machine hits each alike; a side is idle while another is asked. p50 and p90 per side; A/B is
-  our p50 over Pipecat's (goal ≤ 0.8). A turn not answered within 60 s counts as unanswered (no figure) and is named in
-  the note. The load average (1 min) at the start and the end is in the row's note: figures from a loaded machine are
+  our p50 over Pipecat's (goal ≤ 0.8). A turn with no audio within 60 s counts as unanswered (no figure) and is named
+  in the note. The load average (1 min) at the start and the end is in the row's note: figures from a loaded machine are
   labelled so.
 
     .venv/bin/python bench/run.py --only pipecat     # or: .venv/bin/python bench/b16_pipecat.py (prints each turn)
 
-About 4-5 minutes on 2 cores (every question is spoken at real-time pace three times, Pipecat's replies are played).
+About 5 minutes on 2 cores (every question is spoken at real-time pace three times).
 """
 from __future__ import annotations
 import asyncio, os, sys, time
@@ -81,20 +84,17 @@ def pipecat_transports():
                 k += 1
 
     class Speaker(BaseOutputTransport):
-        "An output transport that plays in real time (as Pipecat's WebSocket transport simulates its device) and notes each reply's first audio."
+        "An output transport that takes audio as fast as it comes (as our client takes deltas) and notes each reply's first frame written."
         def __init__(self, params, **kw):
             super().__init__(params, **kw)
-            self.first, self._until = None, 0.0
+            self.first = None
 
         async def start(self, frame):
             await super().start(frame)
             await self.set_transport_ready(frame)
 
         async def write_audio_frame(self, frame) -> bool:
-            now = time.perf_counter()
-            if self.first is None: self.first = now
-            self._until = max(self._until, now) + len(frame.audio)/2/frame.sample_rate/frame.num_channels
-            await asyncio.sleep(max(0.0, self._until - now - 0.04))  # a device buffer of 40 ms
+            if self.first is None: self.first = time.perf_counter()
             return True
 
     return Microphone, Speaker
@@ -104,14 +104,15 @@ class PipecatAgent:
     "A Pipecat voice pipeline on the `local` profile's models and our server's chat endpoint, asked one spoken question at a time."
     def __init__(self, url: str, models: dict[str, str], system_prompt: str):
         self.url, self.models, self.system_prompt = url, models, system_prompt
-        self.heard, self.said, self.errors, self.done = [], [], [], asyncio.Event()
+        self.heard, self.said, self.errors, self.stages, self.done = [], [], [], {}, asyncio.Event()
 
     async def start(self):
         "Build the pipeline (loading Whisper and Piper from their local files) and run it until `stop`."
         from loguru import logger
         logger.remove(); logger.add(sys.stderr, level="WARNING")  # Pipecat logs every frame at DEBUG
         from pipecat.audio.vad.silero import SileroVADAnalyzer
-        from pipecat.frames.frames import BotStoppedSpeakingFrame, ErrorFrame, LLMTextFrame, TranscriptionFrame
+        from pipecat.frames.frames import (BotStoppedSpeakingFrame, ErrorFrame, LLMTextFrame, TranscriptionFrame, TTSAudioRawFrame,
+                                           UserStoppedSpeakingFrame, VADUserStoppedSpeakingFrame)
         from pipecat.observers.base_observer import BaseObserver
         from pipecat.pipeline.pipeline import Pipeline
         from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -137,12 +138,17 @@ class PipecatAgent:
 
         class Watch(BaseObserver):
             async def on_push_frame(self, data):
-                f = data.frame
+                f, now = data.frame, time.perf_counter()
                 if isinstance(f, TranscriptionFrame): agent.heard.append(f.text)
                 elif isinstance(f, LLMTextFrame): agent.said.append(f.text)
                 elif isinstance(f, ErrorFrame): agent.errors.append(f.error)
                 elif isinstance(f, BotStoppedSpeakingFrame) and agent.speaker.first is not None: agent.done.set()
+                for name, kind in STAGES.items():  # the last VAD stop before the turn ended; the first of the others
+                    if isinstance(f, kind) and (name not in agent.stages or name == "vad_stopped" and "turn_ended" not in agent.stages):
+                        agent.stages[name] = now
 
+        STAGES = {"vad_stopped": VADUserStoppedSpeakingFrame, "transcript": TranscriptionFrame, "turn_ended": UserStoppedSpeakingFrame,
+                  "llm_text": LLMTextFrame, "tts_audio": TTSAudioRawFrame}
         self.worker = PipelineWorker(Pipeline([self.mic, stt, user, llm, tts, self.speaker, assistant]), params=PipelineParams(),
                                      observers=[Watch(observe_every_push=False)], cancel_on_idle_timeout=False)
         started = asyncio.Event()
@@ -155,19 +161,20 @@ class PipecatAgent:
         await asyncio.wait_for(started.wait(), 60)
 
     async def turn(self, x: np.ndarray) -> dict:
-        "Ask `x` aloud; heard, said, first_audio_s (end of speech -> first audio frame written), status — as `spoken_turn` returns them."
-        self.heard, self.said, self.speaker.first = [], [], None
+        "Ask `x` aloud; heard, said, status, first_audio_s (end of speech -> first audio frame written) and when each stage began."
+        self.heard, self.said, self.stages, self.speaker.first = [], [], {}, None
         self.done.clear()
         stop = asyncio.Event()
         mic = asyncio.ensure_future(self.mic.say(x, stop))
         t_start = time.perf_counter()
         try: await asyncio.wait_for(self.done.wait(), TURN_TIMEOUT); status = "completed"
-        except TimeoutError: status = "unanswered"
+        except TimeoutError: status = "unanswered" if self.speaker.first is None else "not finished"
         finally:
             stop.set(); await mic
-        first = self.speaker.first
+        end = t_start + voiced_seconds(x)
         return {"heard": " ".join(h.strip() for h in self.heard), "said": "".join(self.said), "status": status,
-                "first_audio_s": None if first is None or status != "completed" else first - (t_start + voiced_seconds(x))}
+                "first_audio_s": None if self.speaker.first is None else float(self.speaker.first - end),
+                "stages_s": {k: round(float(t - end), 3) for k, t in self.stages.items()}}
 
     def reset(self):
         "Forget the conversation (after the warm-up turn)."
@@ -186,11 +193,20 @@ async def semantic(conn):
     await events_until(conn, "session.updated", 30)
 
 
+OUR_STAGES = {"speech_stopped": "input_audio_buffer.speech_stopped", "transcript": "conversation.item.input_audio_transcription.completed",
+              "response_created": "response.created", "text": "response.output_audio_transcript.delta"}
+
+
 async def ours_turn(conn, x: np.ndarray) -> dict:
-    "`spoken_turn`, with a turn that fails or is not answered in time counted as unanswered."
+    "`spoken_turn`, with a turn not answered in time counted as unanswered; and when each stage's first event arrived."
     try: t = await spoken_turn(conn, x, timeout=TURN_TIMEOUT)
-    except TimeoutError: return {"heard": None, "said": "", "status": "unanswered", "first_audio_s": None}
-    return {k: t[k] for k in ("heard", "said", "status", "first_audio_s")}
+    except TimeoutError: return {"heard": None, "said": "", "status": "unanswered", "first_audio_s": None, "stages_s": {}}
+    out = {k: t[k] for k in ("heard", "said", "status")} | {"first_audio_s": None if t["first_audio_s"] is None else float(t["first_audio_s"])}
+    first = next((at for at, e in t["events"] if e.type == "response.output_audio.delta"), None)
+    end = None if first is None else first - t["first_audio_s"]
+    out["stages_s"] = {k: round(float(next(at for at, e in t["events"] if e.type == kind) - end), 3) for k, kind in OUR_STAGES.items()
+                       if end is not None and any(e.type == kind for _, e in t["events"])}
+    return out
 
 
 async def side_by_side(url: str, qs: list[np.ndarray], pipecat: PipecatAgent, silence_ms: int|None, say=lambda s: None) -> dict:
@@ -220,7 +236,7 @@ async def side_by_side(url: str, qs: list[np.ndarray], pipecat: PipecatAgent, si
 
 
 def run(cfg: dict, device: str, log, say=lambda s: None) -> dict:
-    from common import child_env, percentile, row
+    from common import child_env, median, percentile, row
     from voice_agent.config import Settings
     from voice_agent.profiles import LOCAL_SYSTEM_PROMPT, local_models
     from voice_agent.testing import free_port, start_server, stop_server, voice_agent_cmd
@@ -239,20 +255,25 @@ def run(cfg: dict, device: str, log, say=lambda s: None) -> dict:
     first = {k: [t["first_audio_s"] for t in r[k] if t["first_audio_s"] is not None] for k in SIDES}
     missed = {k: [i + 1 for i, t in enumerate(r[k]) if t["first_audio_s"] is None] for k in SIDES}
     p = {k: (percentile(first[k], 50), percentile(first[k], 90)) for k in SIDES}
+    stages = {k: {st: round(float(median([t["stages_s"][st] for t in r[k] if st in t["stages_s"]])), 3)
+                  for st in dict.fromkeys(st for t in r[k] for st in t["stages_s"])} for k in SIDES}
     fmt = lambda k: f"{k}: p50 {p[k][0]:.3f} s, p90 {p[k][1]:.3f} s ({len(first[k])}/{n} answered)" if first[k] else f"{k}: no answer"
+    p90 = lambda k: "-" if p[k][1] is None else f"{p[k][1]:.2f} s"
+    loaded = f"load average (1 min) {load[0]:.2f} -> {load[1]:.2f}"
     common_note = f"load average {load[0]:.2f} -> {load[1]:.2f}; {fmt('pipecat')}; unanswered (question #): " + \
-                  ", ".join(f"{k} {v}" for k, v in missed.items())
+                  ", ".join(f"{k} {v}" for k, v in missed.items()) + f"; Pipecat's stages (median s after speech) {stages['pipecat']}"
     rows = [row("16 pipecat", f"end of speech -> first audio, p50 of {n} spoken questions at real-time pace: /v1/realtime "
                 f"(server_vad {shipped} ms, as b12) vs a Pipecat pipeline on the same models (Silero, Smart Turn v3.2, Whisper "
-                "tiny.en, our chat endpoint, Piper joe)", p["ours"][0], p["pipecat"][0], "s", "realtime", "Pipecat", "A/B ≤ 0.8",
-                lambda a, b, r_: r_ <= 0.8, note=f"{fmt('ours')}; {common_note}; e.g. heard {r['ours'][0]['heard']!r}, "
+                f"tiny.en, our chat endpoint, Piper joe); p90 {p90('ours')} vs {p90('pipecat')}; {loaded}", p["ours"][0], p["pipecat"][0], "s", "realtime", "Pipecat", "A/B ≤ 0.8",
+                lambda a, b, r_: r_ <= 0.8, note=f"{fmt('ours')}; stages {stages['ours']}; {common_note}; e.g. heard {r['ours'][0]['heard']!r}, "
                 f"said {r['ours'][0]['said'][:50]!r}; Pipecat heard {r['pipecat'][0]['heard']!r}, said {r['pipecat'][0]['said'][:50]!r}"),
-            row("16 pipecat", f"the same, ours with semantic_vad (eagerness auto: Smart Turn v3.2, as Pipecat's turn end) vs Pipecat",
+            row("16 pipecat", f"the same, ours with semantic_vad (eagerness auto: Smart Turn v3.2, as Pipecat's turn end) vs Pipecat; "
+                f"p90 {p90('ours semantic')} vs {p90('pipecat')}; {loaded}",
                 p["ours semantic"][0], p["pipecat"][0], "s", "realtime semantic_vad", "Pipecat", "A/B ≤ 0.8",
-                lambda a, b, r_: r_ <= 0.8, note=f"{fmt('ours semantic')}; {common_note}")]
+                lambda a, b, r_: r_ <= 0.8, note=f"{fmt('ours semantic')}; stages {stages['ours semantic']}; {common_note}")]
     details = {"first_audio_s": {k: [t["first_audio_s"] for t in r[k]] for k in SIDES},
-               "turns": {k: [{x: t[x] for x in ("heard", "said", "status")} for t in r[k]] for k in SIDES},
-               "p50_p90": p, "loadavg_1min": load, "silence_duration_ms": shipped, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+               "turns": {k: [{x: t[x] for x in ("heard", "said", "status", "stages_s")} for t in r[k]] for k in SIDES},
+               "p50_p90": p, "stages_s": stages, "loadavg_1min": load, "silence_duration_ms": shipped, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
     return {"pipecat": {"rows": rows, "details": details}}
 
 
@@ -261,4 +282,6 @@ if __name__ == "__main__":  # python bench/b16_pipecat.py [QUESTIONS]: each turn
     logs = BENCH/"results"/"logs"/"b16"; logs.mkdir(parents=True, exist_ok=True)
     out = run({"pipecat_questions": int(sys.argv[1]) if len(sys.argv) > 1 else None}, "cpu", logs/"run.log",
               say=lambda s: print(s, flush=True))
-    print(markdown_table(as_dicts(out["pipecat"]["rows"])))
+    rows = as_dicts(out["pipecat"]["rows"])
+    print(markdown_table(rows))
+    for r in rows: print(f"\n{r['a_label']}: {r['note']}")
