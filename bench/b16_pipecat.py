@@ -26,9 +26,11 @@ Both sides hear the same espeak-ng questions, sent the same way, and are timed t
   Where the time goes, per side (medians, seconds after the end of speech, in the note; each turn's in the JSON details):
   ours, the first `speech_stopped`, transcription `.completed`, `response.created`, transcript delta; Pipecat, its last
   VAD stop, the transcript, the turn's end (`UserStoppedSpeakingFrame`), the LLM's first text, the TTS's first audio.
-- 12 questions (b12's), one warm-up turn per side first (not counted; ours on a connection of its own, as b12; Pipecat's
-  context is reset after it). Each side keeps one conversation for the 12. Per question the sides take turns in a rotating
-  order, so a drifting machine hits each alike; a side is idle while another is asked. p50 and p90 per side; A/B is
+- 12 questions (b12's), one warm-up turn per side first (not counted). Each question is asked in a fresh conversation: a
+  new realtime session for ours (opened and configured before the clock starts), an emptied context for Pipecat. In one
+  conversation of 12 the two sides' SmolLM2-135M drifted apart with the history (one fell into "The answer is the answer
+  is ..." loops, whose first sentence never ends), and that, not the pipeline, decided the first audio. Per question the
+  sides take turns in a rotating order, so a drifting machine hits each alike; a side is idle while another is asked. p50 and p90 per side; A/B is
   our p50 over Pipecat's (goal ≤ 0.8). A turn with no audio within 60 s counts as unanswered (no figure) and is named
   in the note. The load average (1 min) at the start and the end is in the row's note: figures from a loaded machine are
   labelled so.
@@ -177,7 +179,7 @@ class PipecatAgent:
                 "stages_s": {k: round(float(t - end), 3) for k, t in self.stages.items()}}
 
     def reset(self):
-        "Forget the conversation (after the warm-up turn)."
+        "Forget the conversation (before each question)."
         self.context.set_messages([])
 
     async def stop(self):
@@ -197,10 +199,13 @@ OUR_STAGES = {"speech_stopped": "input_audio_buffer.speech_stopped", "transcript
               "response_created": "response.created", "text": "response.output_audio_transcript.delta"}
 
 
-async def ours_turn(conn, x: np.ndarray) -> dict:
-    "`spoken_turn`, with a turn not answered in time counted as unanswered; and when each stage's first event arrived."
-    try: t = await spoken_turn(conn, x, timeout=TURN_TIMEOUT)
-    except TimeoutError: return {"heard": None, "said": "", "status": "unanswered", "first_audio_s": None, "stages_s": {}}
+async def ours_turn(url: str, x: np.ndarray, setup) -> dict:
+    "`spoken_turn` in a new session set up by `setup(conn)` (not timed); a turn not answered in time counts as unanswered; when each stage's first event arrived."
+    async with connect(url) as conn:
+        await events_until(conn, "session.created", 30)
+        await setup(conn)
+        try: t = await spoken_turn(conn, x, timeout=TURN_TIMEOUT)
+        except TimeoutError: return {"heard": None, "said": "", "status": "unanswered", "first_audio_s": None, "stages_s": {}}
     out = {k: t[k] for k in ("heard", "said", "status")} | {"first_audio_s": None if t["first_audio_s"] is None else float(t["first_audio_s"])}
     first = next((at for at, e in t["events"] if e.type == "response.output_audio.delta"), None)
     end = None if first is None else first - t["first_audio_s"]
@@ -210,27 +215,24 @@ async def ours_turn(conn, x: np.ndarray) -> dict:
 
 
 async def side_by_side(url: str, qs: list[np.ndarray], pipecat: PipecatAgent, silence_ms: int|None, say=lambda s: None) -> dict:
-    "Each question to each side in a rotating order; {side: [turn, ...]}."
-    from contextlib import AsyncExitStack
+    "Each question to each side in a rotating order, each time in a fresh conversation; {side: [turn, ...]}."
     async with connect(url) as conn:  # warm-up, on a connection of its own (as b12)
         await events_until(conn, "session.created", 30)
         await spoken_turn(conn, qs[0], timeout=120)
     await pipecat.start()
     try:
-        await pipecat.turn(qs[0]); pipecat.reset()
-        async with AsyncExitStack() as stack:
-            a, s = [await stack.enter_async_context(connect(url)) for _ in range(2)]
-            for c in (a, s): await events_until(c, "session.created", 30)
-            await configure(a, silence_ms); await semantic(s)
-            ask = {"ours": lambda x: ours_turn(a, x), "ours semantic": lambda x: ours_turn(s, x), "pipecat": pipecat.turn}
-            out = {k: [] for k in SIDES}
-            for i, x in enumerate(qs):
-                for side in SIDES[i % 3:] + SIDES[:i % 3]:
-                    t = await ask[side](x)
-                    out[side].append(t)
-                    say(f"  q{i+1} {side:13s} {t['first_audio_s'] if t['first_audio_s'] is None else round(t['first_audio_s'], 3)} s  "
-                        f"heard {t['heard']!r}, said {t['said'][:60]!r}")
-                    await asyncio.sleep(0.3)
+        await pipecat.turn(qs[0])
+        ask = {"ours": lambda x: ours_turn(url, x, lambda c: configure(c, silence_ms)), "ours semantic": lambda x: ours_turn(url, x, semantic),
+               "pipecat": pipecat.turn}
+        out = {k: [] for k in SIDES}
+        for i, x in enumerate(qs):
+            for side in SIDES[i % 3:] + SIDES[:i % 3]:
+                pipecat.reset()
+                t = await ask[side](x)
+                out[side].append(t)
+                say(f"  q{i+1} {side:13s} {t['first_audio_s'] if t['first_audio_s'] is None else round(t['first_audio_s'], 3)} s  "
+                    f"heard {t['heard']!r}, said {t['said'][:60]!r}")
+                await asyncio.sleep(0.3)
         return out
     finally: await pipecat.stop()
 
