@@ -14,7 +14,7 @@ from ...loading import one_line
 from ..errors import ApiError
 from ..slots import ModelSlot, ServerState
 from ..model_names import resolve_model
-from ...stt import check_language
+from ...stt import WhisperSTT, check_language, is_multilingual
 from .protocol import (ID_CHARS, PCM, RATE, ProtocolError, b64_bytes, decode_pcm, default_session, error_event, event,
                                                   item_text, new_id, parse_event, shown, update_session)
 from .formats import G711Decoder, b64_samples
@@ -198,7 +198,7 @@ def check_transcription(self: RealtimeSession, t: dict|None, # a session's `audi
         try: resolve_model(self.st, "stt", t["model"])
         except ApiError as x: raise ProtocolError(f"{q}.model: {x.message}", "invalid_value", f"{q}.model") from None
     if slot.state != "ready": return t  # nothing to check against yet
-    multilingual = getattr(slot.model, "is_multilingual", lambda: True)()
+    multilingual = is_multilingual(slot.model) if isinstance(slot.model, WhisperSTT) else True  # a fake STT: any language
     try: t = {**t, "language": check_language(t.get("language"), multilingual)} if t.get("language") else t
     except ValueError as x: raise ProtocolError(f"{q}.language: {x}", "invalid_value", f"{q}.language") from None
     if t.get("prompt") and "prompt" not in inspect.signature(slot.model.transcribe).parameters:

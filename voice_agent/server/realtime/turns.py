@@ -13,6 +13,7 @@ from .protocol import ProtocolError, check_commit, error_event, event, new_id, v
 from .audio import to_16k
 from .session import RealtimeSession, Speculation, handles
 from .items import LiveTranscript
+from .echo import echo_canceller
 from fastcore.basics import patch
 from . import items, responses  # noqa: F401 (the methods a turn calls: commit and transcript; respond)
 
@@ -31,6 +32,8 @@ async def on_append(self: RealtimeSession, e: dict):
                             f"limit of {cap/a.rate:g} s (MODEL_SERVER_REALTIME_MAX_BUFFER_SECONDS): commit or clear it, or send less",
                             "input_audio_buffer_full", "audio")
     pcm = self.decode_input(audio)  # PCM16 at 24 kHz, whatever the session's input format
+    if self.echo is None: self.echo = echo_canceller(a.rate) or False  # with the first audio
+    if self.echo: pcm = self.echo.clean(pcm)  # the agent's own voice taken out (09ka9)
     if not len(pcm): return
     if td is not None and a.detector is None: a.listen(vad_params(td))
     a.append(pcm)
@@ -88,7 +91,9 @@ async def speech_started(self: RealtimeSession, at: int): # where the speech sta
     self.drop_speculation()
     self.audio.speech, self.speech_item = at, new_id("item")
     await self.send(event("input_audio_buffer.speech_started", audio_start_ms=self.audio.ms(at), item_id=self.speech_item))
-    if self.turn_detection.get("interrupt_response", True) and self.busy: await self.cancel("turn_detected")
+    if self.turn_detection.get("interrupt_response", True) and self.busy:
+        await self.cancel("turn_detected")
+        if self.echo: self.echo.stop()  # the client stops playing the reply
 
 # %% ../../../nbs/09ka7_realtime_turns.ipynb #72dd321b
 @patch
