@@ -6,11 +6,12 @@
 from __future__ import annotations
 import base64
 import numpy as np
+from fastcore.basics import patch
 from ...config import logger
 from .protocol import RATE
 
 # %% auto #0
-__all__ = ['ECHO_TAIL_MS', 'EchoCanceller', 'clean', 'echo_canceller']
+__all__ = ['ECHO_TAIL_MS', 'EchoCanceller', 'echo_canceller']
 
 # %% ../../../nbs/09ka9_realtime_echo.ipynb #e0c1a007
 class EchoCanceller:
@@ -50,6 +51,7 @@ def _reference(self: EchoCanceller, start: int) -> np.ndarray:
 
 ECHO_TAIL_MS = 500  # after the reply's audio has played, its echo (the room's, the device's delay) is cancelled this much longer
 
+@patch
 def clean(self: EchoCanceller, pcm: np.ndarray, # microphone audio (PCM16) as it arrives
          ) -> np.ndarray: # the same audio with the reply's echo taken out (whole 10 ms frames; a part frame waits)
     "Take the echo of the reply's audio out of the microphone's (with no reply playing, the audio is left as it is)."
@@ -67,8 +69,6 @@ def clean(self: EchoCanceller, pcm: np.ndarray, # microphone audio (PCM16) as it
     self.heard, self.rest = self.heard + k, x[k:].copy()
     if (cut := self.heard - self.far_at) > 0: self.far, self.far_at = self.far[cut:], self.heard  # played: forgotten
     return out
-
-EchoCanceller.clean = clean
 
 # %% ../../../nbs/09ka9_realtime_echo.ipynb #e0c1a013
 _said = []
