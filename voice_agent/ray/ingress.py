@@ -97,6 +97,9 @@ def ray_app(settings: Settings, # the server's settings (auth, limits, model nam
             timeout: float=CALL_TIMEOUT, # seconds a model call may take (a stream: between pieces), then 504
            ) -> FastAPI:
     "The model server's app, its models served by Ray Serve deployments."
+    if settings.wyoming_port:  # every ingress replica would try to bind it
+        logger.warning(f"MODEL_SERVER_WYOMING_PORT={settings.wyoming_port} is not served on Ray Serve (voice-agent serve --engine single serves Wyoming): ignored")
+        settings = replace(settings, wyoming_port=0)
     app = create_app(settings, loaders=dict.fromkeys(handles))
     st: ServerState = app.state.server
     for k, h in handles.items():
