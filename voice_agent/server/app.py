@@ -13,6 +13,7 @@ from ..loading import one_line
 from .deps import assemble, configured_key
 from .routers import audio, chat, health, realtime, seed
 from .slots import ServerState
+from .realtime.webrtc import close_calls
 
 # %% auto #0
 __all__ = ['KEY_PATTERNS', 'ROUTERS', 'LOG_FORMAT', 'SO_ATTACH_FILTER', 'DROP_ALL', 'redact_keys', 'RedactKeys',
@@ -98,6 +99,7 @@ def create_app(settings: Settings|None=None, # default: `get_settings()`, the en
             from voice_agent.server.wyoming import start_wyoming
             wyoming = await start_wyoming(st)
         yield
+        await close_calls()  # WebRTC calls have no HTTP request uvicorn would wait for: hang them up
         if wyoming:
             from voice_agent.server.wyoming import stop_wyoming
             await stop_wyoming(wyoming)
