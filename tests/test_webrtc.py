@@ -144,3 +144,33 @@ def test_refusals(server):
     assert (out["page"].status_code, out["second"].status_code) == (201, 201)  # the allowed page, and a second call
     assert out["third"].status_code == 503 and "MODEL_SERVER_MAX_SESSIONS=2" in out["third"].json()["error"]["message"], out["third"].text
     assert wait_sessions(http, 0) == 0, "refused or closed calls left sessions open"
+
+
+def test_shutdown_hangs_up_calls(tmp_path):
+    "SIGTERM with a call open: the server closes the call (the client's data channel closes), frees its session and exits, without waiting for the peer."
+    import signal
+    port = free_port()
+    env = server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(tmp_path/"models"))
+    log = tmp_path/"server.log"
+    proc = start(voice_agent_cmd("serve", "--profile", "local", "--port", port), env, port, log)
+    try:
+        async def go():
+            c = WebRTCClient()
+            r = await c.connect(f"http://127.0.0.1:{port}")
+            assert r.status_code == 201, r.text
+            await c.until("session.created", 30)
+            closed = asyncio.Event()
+            c.dc.on("close", closed.set)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(closed.wait(), 20)
+            took = time.monotonic() - t0
+            await c.close()
+            return took
+        hung_up = run(go())
+        proc.wait(timeout=30)
+        print(f"\n[webrtc] SIGTERM -> the client's data channel closed after {hung_up:.2f} s; the server exited {proc.returncode}")
+        text = log.read_text()
+        assert "realtime call closed (0 sessions open)" in text, text[-2000:]
+        assert proc.returncode == 0, text[-2000:]
+    finally: stop(proc)
