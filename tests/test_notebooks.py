@@ -124,3 +124,13 @@ def test_client_needs_only_the_core_requirements():
     names = {q.split("[")[0].split(">")[0].split("<")[0].split("=")[0].replace("-", "_") for q in core}
     assert not names & {*HEAVY, "faster_whisper", "piper_tts"}, names
     for extra in ("server", "widgets", "local"): assert cfg["DEFAULT"][f"{extra}_requirements"].strip()
+
+
+def test_notebooks_read_as_documents():
+    "Every public function or class a notebook exports is followed by an example before the next one, and no exported cell is over 80 lines (tools/nbshape.py)."
+    spec = importlib.util.spec_from_file_location("voice_agent_tools_nbshape", ROOT/"tools"/"nbshape.py")
+    shape = importlib.util.module_from_spec(spec); spec.loader.exec_module(shape)
+    rows = {p.relative_to(ROOT).as_posix(): shape.shape(p) for p in sorted((ROOT/"nbs").rglob("*.ipynb"))}
+    bare = {k: v["bare"] for k, v in rows.items() if v["bare"]}
+    long = {k: v["over80"] for k, v in rows.items() if v["over80"]}
+    assert not bare and not long, f"exports with no example after them: {bare}; exported cells over 80 lines: {long} (python tools/nbshape.py)"
