@@ -8,8 +8,7 @@ grammar and the server checks it as `/v1/chat/completions` does. The test answer
 `error` event that says what to send, after which the session still answers. Every event is checked against the
 `openai` package's own types. Run with `pytest -s` to see the events in order, what was heard and what was said.
 
-The `openai-agents` SDK's realtime agent is not tried here: it needs websockets<17 (`pip install --dry-run openai-agents`
-would put websockets 16.1.1 in place of the 17.4 this environment has).
+The `openai-agents` SDK's realtime agent asks the same question in tests/test_realtime_agents.py.
 """
 import asyncio, json
 
