@@ -3,8 +3,8 @@
 The client is a laptop with speakers and no headset. Each reply's audio plays as it arrives (after what is queued, at real
 time) and comes back into the microphone through a room: a synthetic reverberation (150 ms of decaying noise, a seed's),
 40 ms of device delay, 20 dB below the reply, and a little noise; the microphone streams that like one (20 ms of PCM16 at
-24 kHz every 20 ms), the user silent. The echo is not a copy of what was sent: the server's echo canceller (WebRTC's AEC3,
-09ka9) learns the room. Ten replies (asked in text, spoken by Piper): none may be cancelled. Then a spoken "stop"
+24 kHz every 20 ms), the user silent; the session says so (`audio.input.noise_reduction` `far_field`, which turns the
+server's echo canceller on). The echo is not a copy of what was sent: the echo canceller (WebRTC's AEC3, 09ka9) learns the room. Ten replies (asked in text, spoken by Piper): none may be cancelled. Then a spoken "stop"
 (espeak-ng, full voice) over a long reply's echo interrupts it: speech_started within 200 ms of the word's onset (the
 first sample above 1% of full scale, on the microphone's clock), then response.done, cancelled. Run with `pytest -s`.
 """
@@ -105,6 +105,13 @@ async def ask(conn, events: list, room: Room, question: str, reply: dict=REPLY):
     return done
 
 
+async def far_field(conn):
+    "Say the microphone is far-field (speakers in the room): the session's `noise_reduction` that turns the echo canceller on."
+    await conn.session.update(session={"type": "realtime", "audio": {"input": {"noise_reduction": {"type": "far_field"}}}})
+    updated = (await events_until(conn, "session.updated", 30))[-1][1]
+    assert updated.session.audio.input.noise_reduction.type == "far_field"
+
+
 def test_replies_echoed_back_do_not_interrupt_themselves(server):
     "Ten replies whose echo comes back into the microphone at -20 dB: none cancelled, no speech started."
     room = Room()
@@ -112,6 +119,7 @@ def test_replies_echoed_back_do_not_interrupt_themselves(server):
         async with realtime_connect(server) as conn:
             await events_until(conn, "session.created", 30)
             await configure(conn, create_response=False)
+            await far_field(conn)
             async def body(events):
                 dones = [await ask(conn, events, room, q) for q in QUESTIONS]
                 return dones, events
@@ -134,6 +142,7 @@ def test_a_spoken_stop_over_the_echo_still_interrupts(server):
         async with realtime_connect(server) as conn:
             await events_until(conn, "session.created", 30)
             await configure(conn, create_response=False)
+            await far_field(conn)
             async def body(events):
                 await ask(conn, events, room, QUESTIONS[0])  # one reply first: the canceller has heard the room
                 await conn.conversation.item.create(item={"type": "message", "role": "user", "content": [

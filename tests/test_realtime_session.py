@@ -164,7 +164,7 @@ def test_session_fields_accepted_or_refused_with_a_reason(server):
             await conn.session.update(session={"type": "realtime", "truncation": {"type": "retention_ratio", "retention_ratio": 0.5}})
             updated = (await events_until(conn, "session.updated", 30))[-1][1]
             errors = []
-            for s in ({"truncation": "sometimes"}, {"audio": {"input": {"noise_reduction": {"type": "near_field"}}}},
+            for s in ({"truncation": "sometimes"}, {"audio": {"input": {"noise_reduction": {"type": "cancel_echo"}}}},
                       {"audio": {"output": {"format": {"type": "audio/opus"}}}}):
                 await conn.session.update(session={"type": "realtime", **s})
                 e = (await events_until(conn, "error", 30))[-1][1]
@@ -180,7 +180,7 @@ def test_session_fields_accepted_or_refused_with_a_reason(server):
     assert updated.session.truncation.retention_ratio == 0.5
     trunc, noise, fmt, conv = errors
     assert trunc.param == "session.truncation" and '"auto", "disabled" or {"type": "retention_ratio"' in trunc.message
-    assert noise.param == "session.audio.input.noise_reduction" and "send null" in noise.message
+    assert noise.param == "session.audio.input.noise_reduction" and '{"type": "far_field"} or null' in noise.message
     assert fmt.code == "unsupported_audio_format" and "audio/pcmu" in fmt.message, fmt
     assert conv.param == "response.conversation" and "'none' (out of band)" in conv.message
     assert done.status == "completed"

@@ -186,12 +186,12 @@ def _format(f, param: str) -> dict:
     try: return check_format(f)
     except ValueError as e: raise ProtocolError(f"{param}: {e}", "unsupported_audio_format", param) from None
 
-def _noise_reduction(x, q: str):
+def _noise_reduction(x, q: str) -> dict|None:
+    "`far_field` (speakers and a microphone in the open: a laptop, a room) turns the echo canceller on (09ka9); `near_field` (a headset) and null: the audio as it comes."
     if x is None: return None
     if not isinstance(x, dict) or x.get("type") not in NOISE_REDUCTION or set(x) != {"type"}:
         raise ProtocolError(f'{q} must be {{"type": "near_field"}}, {{"type": "far_field"}} or null, got {shown(x, 60)}', "invalid_value", q)
-    raise ProtocolError(f"{q}: {x['type']} noise reduction is not applied here (no noise-reduction model is installed, and a plain filter "
-                        "costs Whisper words): send null, and reduce noise at the client (a headset, or the browser's noise suppression)", "unsupported_feature", q)
+    return {"type": x["type"]}
 
 def _transcription(x, q: str, settings: Settings) -> dict|None:
     if x is None: return None
@@ -223,7 +223,7 @@ def _update_audio(a: dict, v, settings: Settings, voice: Callable[[str], Any]|No
             if k == "format": a[side]["format"] = _format(x, q)
             elif side == "input" and k == "turn_detection": a["input"]["turn_detection"] = turn_detection(x, settings)
             elif side == "input" and k == "transcription": a["input"]["transcription"] = _transcription(x, q, settings)
-            elif side == "input" and k == "noise_reduction": _noise_reduction(x, q)
+            elif side == "input" and k == "noise_reduction": a["input"]["noise_reduction"] = _noise_reduction(x, q)
             elif side == "output" and k == "voice": a["output"]["voice"] = _voice(x, q, voice)
             elif side == "output" and k == "speed":
                 if not isinstance(x, (int, float)) or isinstance(x, bool) or not 0.25 <= x <= 1.5:

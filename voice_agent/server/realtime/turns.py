@@ -32,7 +32,9 @@ async def on_append(self: RealtimeSession, e: dict):
                             f"limit of {cap/a.rate:g} s (MODEL_SERVER_REALTIME_MAX_BUFFER_SECONDS): commit or clear it, or send less",
                             "input_audio_buffer_full", "audio")
     pcm = self.decode_input(audio)  # PCM16 at 24 kHz, whatever the session's input format
-    if self.echo is None: self.echo = echo_canceller(a.rate) or False  # with the first audio
+    far = (self.config["audio"]["input"].get("noise_reduction") or {}).get("type") == "far_field"
+    if far and self.echo is None: self.echo = echo_canceller(a.rate) or False  # asked for: made with the first audio
+    elif not far and self.echo: self.echo = None  # turned off by a session.update
     if self.echo: pcm = self.echo.clean(pcm)  # the agent's own voice taken out (09ka9)
     if not len(pcm): return
     if td is not None and a.detector is None: a.listen(vad_params(td))
