@@ -221,13 +221,15 @@ def run(cfg: dict, device: str, log) -> dict:
                                          f"{acc[1]:.2f}; {'the same text' if a[-1][1] == b[-1][1] else 'texts differ'}"))
             else:
                 ours.synthesize(REPLY); peer.synthesize(REPLY)
-                a, b = alternate(ours, peer, n, lambda s: s.synthesize(REPLY))
+                k = 3*n  # a synthesis takes ~0.4 s and its first chunk ~0.1 s, whose spread (0.08-0.13 s on both sides) is larger than
+                         # any difference: three times the pairs for the same confidence
+                a, b = alternate(ours, peer, k, lambda s: s.synthesize(REPLY))
                 details.setdefault("runs", {})["synthesize"] = {"voice_agent": a, "peer": b}
                 for i, what in ((0, "first audio-chunk"), (1, "audio-stop")):
                     xa, xb = [x[i] for x in a], [x[i] for x in b]
                     rows.append(row(BENCHMARK, f"Wyoming synthesize, a four-sentence reply (Piper en_US-joe-medium): time to the {what}",
                                     median(xa), median(xb), "s", "voice_agent", label, TARGET, lambda a_, b_, r: r <= 1.0,
-                                    ratio=paired_ratio(xa, xb), note=f"medians of {n} alternated pairs; audio {median([x[2] for x in a]):.2f} s "
+                                    ratio=paired_ratio(xa, xb), note=f"medians of {k} alternated pairs (means {sum(xa)/k*1000:.1f} vs {sum(xb)/k*1000:.1f} ms); audio {median([x[2] for x in a]):.2f} s "
                                                                       f"vs {median([x[2] for x in b]):.2f} s"))
             peer.stop(); servers.pop(kind)
         details["status"] = "measured"
