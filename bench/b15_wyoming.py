@@ -15,7 +15,10 @@ One client loop for all three, the `wyoming` package's `AsyncTcpClient`, a fresh
 Assistant connects): transcribe = `transcribe` + `audio-start` + the audio in chunks of 1024 samples (16 kHz 16-bit
 mono: nobody resamples) + `audio-stop`, timed from `audio-stop` sent to `transcript` read, on espeak-ng speech of ~4 s
 and ~28 s; synthesize = one `synthesize` of a four-sentence reply, timed to the first `audio-chunk` and to `audio-stop`.
-A and B alternate (A B B A ...); one warm-up of each request on each server first (the peers load their model on it).
+A and B alternate (A B B A ...); one warm-up of each request on each server first (the peers load their model on it),
+and each timed request right after an untimed one to the same server: the two servers share 2 cores, and a request that
+follows the other server's takes ~30 ms longer on either side (measured: the first chunk 73-91 ms after a request to the
+same server, 99-140 ms after one to the other, for both), a cost of alternating, not of either server.
 Where a peer cannot be installed or does not serve, its rows say `skipped: <why>` and hold no number.
 """
 from __future__ import annotations
@@ -158,9 +161,12 @@ def skipped_rows(kind: str, why: str) -> list:
 
 
 def alternate(a, b, n: int, fn) -> tuple[list, list]:
-    "n alternated pairs of `fn(server)`: (A's results, B's results)."
+    "n alternated pairs of `fn(server)`, each timed call right after an untimed one to the same server: (A's results, B's results)."
     out = {"A": [], "B": []}
-    for side in ab_order(n): out[side].append(fn(a if side == "A" else b))
+    for side in ab_order(n):
+        s = a if side == "A" else b
+        fn(s)  # the server's caches are its own again, whichever ran before
+        out[side].append(fn(s))
     return out["A"], out["B"]
 
 
