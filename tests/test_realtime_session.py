@@ -87,7 +87,9 @@ def test_g711_telephone_turn(server):
     print(f"\n[g711] heard {heard!r} (A-law, 8 kHz); said {said!r}; {len(wire_out)} bytes of µ-law ({len(wire_out)/8000:.1f} s), heard back {back!r}")
     assert "input_audio_buffer.speech_started" in kinds and "capital" in heard.lower() and "france" in heard.lower(), heard
     assert done.status == "completed" and done.audio.output.format.type == "audio/pcmu" and "paris" in said.lower(), (done.status, said)
-    assert len(wire_out) > 8000//2 and "paris" in back.lower() and word_accuracy(said, back) >= 0.5, (said, back)
+    # Whisper hears the µ-law reply say it: most of its words (Piper samples its voice, so the last word heard through 8 kHz
+    # µ-law varies from run to run: "Paris", "Francis Paris", "Perretz"; the words before it do not)
+    assert len(wire_out) > 8000//2 and "capital" in back.lower() and word_accuracy(said, back) >= 0.5, (said, back)
     assert proc.poll() is None
 
 
