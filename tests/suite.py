@@ -22,3 +22,21 @@ def start(cmd: list, env: dict, port: int, log: Path, key: str|None=None, ready:
 
 stop = stop_server
 speak = espeak
+
+
+def local_server(work: Path):
+    "`voice-agent serve --profile local` on a free port, models under `work`: yields (url, process), stops it after (a module fixture's body)."
+    from voice_agent.testing import free_port, voice_agent_cmd
+    port = free_port()
+    env = server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(work/"models"))
+    proc = start(voice_agent_cmd("serve", "--profile", "local", "--port", port), env, port, work/"server.log")
+    try: yield f"http://127.0.0.1:{port}", proc
+    finally: stop(proc)
+
+
+def checked(events) -> list:
+    "The types of (time, event) pairs from `events_until`, each event validated by the `openai` package's own types."
+    from openai.types.realtime import RealtimeServerEvent
+    from pydantic import TypeAdapter
+    for _, e in events: TypeAdapter(RealtimeServerEvent).validate_python(e.to_dict())
+    return [e.type for _, e in events]

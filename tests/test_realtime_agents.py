@@ -31,9 +31,9 @@ from agents import function_tool
 from agents.realtime import RealtimeAgent, RealtimeRunner
 from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 
-from suite import server_env, start, stop
+from suite import local_server
 from voice_agent.audio import resample
-from voice_agent.testing import REALTIME_RATE as RATE, espeak_pcm, free_port, microphone, transcribe, voice_agent_cmd
+from voice_agent.testing import REALTIME_RATE as RATE, espeak_pcm, microphone, transcribe
 
 FORECAST = {"temperature_c": 18, "sky": "sunny"}
 INSTRUCTIONS = "You are a weather assistant. Answer in one short sentence."
@@ -44,12 +44,7 @@ server_event = TypeAdapter(RealtimeServerEvent)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     "The local profile on a free port."
-    work = tmp_path_factory.mktemp("realtime_agents")
-    port = free_port()
-    env = server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(work/"models"))
-    proc = start(voice_agent_cmd("serve", "--profile", "local", "--port", port), env, port, work/"server.log")
-    yield f"http://127.0.0.1:{port}", proc
-    stop(proc)
+    yield from local_server(tmp_path_factory.mktemp("realtime_agents"))
 
 
 def sdk_microphone(session) -> SimpleNamespace:

@@ -20,7 +20,7 @@ import numpy as np, pytest
 from pydantic import TypeAdapter
 from openai.types.realtime import RealtimeServerEvent
 
-from suite import server_env, start, stop
+from suite import server_env, start, stop, local_server, checked
 from voice_agent.audio import resample
 from voice_agent.stt import word_accuracy
 from voice_agent.server.realtime.formats import g711_decode, g711_encode
@@ -33,18 +33,8 @@ TEXT = lambda text: {"type": "message", "role": "user", "content": [{"type": "in
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     "The local profile on a free port."
-    work = tmp_path_factory.mktemp("realtime_session")
-    port = free_port()
-    env = server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(work/"models"))
-    proc = start(voice_agent_cmd("serve", "--profile", "local", "--port", port), env, port, work/"server.log")
-    yield f"http://127.0.0.1:{port}", proc
-    stop(proc)
+    yield from local_server(tmp_path_factory.mktemp("realtime_session"))
 
-
-def checked(events) -> list:
-    "The events' types, each event validated by the `openai` package's own types."
-    for _, e in events: server_event.validate_python(e.to_dict())
-    return [e.type for _, e in events]
 
 
 async def telephone(conn, wire: bytes, stop: asyncio.Event):

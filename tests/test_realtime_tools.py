@@ -16,10 +16,10 @@ import numpy as np, pytest
 from pydantic import TypeAdapter
 from openai.types.realtime import RealtimeServerEvent
 
-from suite import server_env, start, stop
+from suite import checked, local_server
 from voice_agent.audio import resample
-from voice_agent.testing import (REALTIME_RATE as RATE, espeak_pcm, events_until, free_port, pcm, realtime_connect, spoken_turn,
-                                 transcribe, voice_agent_cmd)
+from voice_agent.testing import (REALTIME_RATE as RATE, espeak_pcm, events_until, pcm, realtime_connect, spoken_turn,
+                                 transcribe)
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Get the current weather in a city.",
            "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "The city, e.g. Paris"}},
@@ -31,18 +31,8 @@ server_event = TypeAdapter(RealtimeServerEvent)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     "The local profile on a free port."
-    work = tmp_path_factory.mktemp("realtime_tools")
-    port = free_port()
-    env = server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(work/"models"))
-    proc = start(voice_agent_cmd("serve", "--profile", "local", "--port", port), env, port, work/"server.log")
-    yield f"http://127.0.0.1:{port}", proc
-    stop(proc)
+    yield from local_server(tmp_path_factory.mktemp("realtime_tools"))
 
-
-def checked(events) -> list:
-    "The events' types, each event validated by the `openai` package's own types."
-    for _, e in events: server_event.validate_python(e.to_dict())
-    return [e.type for _, e in events]
 
 
 def test_spoken_question_reaches_the_tool_and_the_answer_uses_it(server):
