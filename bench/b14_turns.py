@@ -4,13 +4,15 @@ Method. Ten espeak-ng sentences, each spoken twice: whole, and in two pieces joi
 600 or 700 ms of digital silence, in turn) where a speaker might stop to think ("I want to go to" ... "Paris."). Each piece is
 trimmed to its voiced samples (espeak-ng's own trailing silence removed), so the pause is what the table says; 0.3 s of
 silence comes before and 9 s after (more than `low`'s 8 s). The audio goes through the realtime session's own code (`RealtimeSession` in memory:
-`input_audio_buffer.append` events of 20 ms, real Silero VAD, the real turn model; the fake STT and no responses), in
-*simulated time*: appends are handled as fast as they are judged, not paced at real time, so the positions below are
-positions in the audio stream and do not depend on the machine's load. Only "model ms" is a wall-clock figure.
+`input_audio_buffer.append` events of 20 ms, real Silero VAD, the real turn model, the real Whisper tiny.en of the local
+profile (semantic_vad reads its early transcript) and no responses), in *simulated time*: appends are handled as fast as
+they are judged, not paced at real time, and an early transcript in flight is waited for before the next append (as if
+Whisper took no time), so the positions below are positions in the audio stream and do not depend on the machine's load.
+Only "model ms" is a wall-clock figure.
 
 Counted (deterministic): a premature cut-off is a turn committed before the sentence's last voiced sample (the pause
 ended the turn); "one turn" counts the samples heard as exactly one turn; "quick" counts the turns that ended within 1 s
-of the speech's end (for semantic_vad: the model said finished; else the eagerness's 2-8 s limit ended them). "end -> turn end" is the median and the largest
+of the speech's end (for semantic_vad: the words and the turn model judged it finished; else the eagerness's 2-8 s limit ended them). "end -> turn end" is the median and the largest
 audio time from the last voiced sample to the commit of the turn (the silence the detector waited out; for
 semantic_vad add the model's time, printed apart: run at idle for that figure).
 
@@ -57,6 +59,18 @@ def samples() -> list[dict]:
     return out
 
 
+def whisper():
+    "The local profile's Whisper tiny.en (CTranslate2, its 15 s window), loaded once."
+    global _WHISPER
+    if _WHISPER is None:
+        from voice_agent.config import Settings
+        from voice_agent.profiles import local_models
+        from voice_agent.stt import WhisperSTT
+        _WHISPER = WhisperSTT(local_models()["stt"], Settings(stt_window=15), device="cpu")
+    return _WHISPER
+_WHISPER = None
+
+
 async def turns(x: np.ndarray, td: dict) -> list[int]:
     "Feed `x` to a session in memory with turn detection `td`; the stream positions (samples) at which turns were committed."
     import base64
@@ -65,11 +79,12 @@ async def turns(x: np.ndarray, td: dict) -> list[int]:
     from voice_agent.server.slots import ServerState
     from voice_agent.server.realtime.session import MemoryChannel, RealtimeSession
     from voice_agent.server.realtime import turns as _  # noqa: F401 (the handlers)
-    ch = MemoryChannel(); s = RealtimeSession(ch, ServerState(Settings(), fakes()), "llm")
+    ch = MemoryChannel(); s = RealtimeSession(ch, ServerState(Settings(), {**fakes(), "stt": whisper()}), "llm")
     await s.handle(json.dumps({"type": "session.update", "session": {"audio": {"input": {"turn_detection": {**td, "create_response": False}}}}}))
     pcm, n, at, seen = (np.clip(x, -1, 1)*32767).astype("<i2"), RATE*CHUNK_MS//1000, [], 0
     for i in range(0, len(pcm), n):
         await s.handle(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm[i:i+n].tobytes()).decode()}))
+        if s.spec and not s.spec.task.done(): await asyncio.wait([s.spec.task])  # simulated time: Whisper takes none
         k = ch.types().count("input_audio_buffer.committed")
         at += [i + n]*(k - seen); seen = k
     errors = [e for e in ch.sent if e["type"] == "error"]

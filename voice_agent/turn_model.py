@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['TURN_RATE', 'TURN_SECONDS', 'SMART_TURN', 'N_FFT', 'HOP', 'N_MELS', 'FINISHED', 'smart_turn_path', 'turn_session',
-           'mel_filters', 'last_seconds', 'log_mel', 'turn_probability']
+__all__ = ['TURN_RATE', 'TURN_SECONDS', 'SMART_TURN', 'N_FFT', 'HOP', 'N_MELS', 'FINISHED', 'NEEDS_MORE', 'ASKS_MORE',
+           'smart_turn_path', 'turn_session', 'mel_filters', 'last_seconds', 'log_mel', 'turn_probability',
+           'reads_finished']
 
 # %% ../nbs/06e_turn_model.ipynb #94b64129
 TURN_RATE = 16000     # the rate the model reads
@@ -21,7 +22,7 @@ def smart_turn_path() -> Path: # the ONNX file
     "Smart Turn v3.2's ONNX file, from the installed `pipecat-ai` wheel (found with `packaged_model`: Pipecat is not imported)."
     from voice_agent.offline import ModelNotAvailable, PackageMissing, packaged_model
     try: return packaged_model("pipecat", SMART_TURN, "pipecat-ai")
-    except PackageMissing: why = "the package is not installed: pip install pipecat-ai"  # not in voice_agent's extras (a dev requirement)
+    except PackageMissing: why = "the package is not installed: pip install pipecat-ai (or 'voice_agent[local]')"  # in the local extra
     except ModelNotAvailable as e: why = str(e)
     raise RuntimeError(f"semantic turn detection needs Smart Turn v3.2 ({Path(SMART_TURN).name}), which ships in the pipecat-ai "
                        f"wheel (nothing is downloaded): {why}")
@@ -80,3 +81,18 @@ def turn_probability(x: np.ndarray, # the turn's speech so far, float samples at
     if not len(x): return 0.0
     out = turn_session(path).run(None, {"input_features": log_mel(last_seconds(x))[None]})[0]
     return float(out.reshape(-1)[0])
+
+# %% ../nbs/06e_turn_model.ipynb #36e0b2b5
+NEEDS_MORE = frozenset('''a an the to of in on at for from with by about into onto than as and or but nor because if
+that which whose my your his her its our their this these those is are was were am be been being do does did have has
+had will would can could shall should may might must not very'''.split())  # words a statement does not end on
+ASKS_MORE = frozenset("a an the my your his her its our their and or but nor because if".split())  # ... nor a question ("Where are you from?" is whole)
+
+def reads_finished(text: str|None, # the transcript of the turn so far
+                  ) -> bool|None: # True: reads as a finished sentence; False: as a fragment; None: no words
+    "Whether a transcript reads as a finished sentence: it ends with `.`, `?` or `!` (not `...`) on a word a sentence can end on."
+    t = (text or "").strip().strip('"\'“”‘’)]')
+    words = t.lower().replace("’", "'").split()
+    if not words: return None
+    if t.endswith(("...", "…")) or t[-1] not in ".?!": return False
+    return words[-1].strip(".?!,;:-") not in (ASKS_MORE if t[-1] == "?" else NEEDS_MORE)

@@ -12,8 +12,8 @@ from ...vad import TurnDetector, VADParams
 from .protocol import RATE
 
 # %% auto #0
-__all__ = ['DELTA_MS', 'SENTENCE_END', 'CLAUSE_CHARS', 'pcm_float', 'to_16k', 'InputAudio', 'pcm_deltas', 'delta_ms',
-           'cut_sentences']
+__all__ = ['DELTA_MS', 'SENTENCE_END', 'CLAUSE_CHARS', 'FIRST_CLAUSE_CHARS', 'pcm_float', 'to_16k', 'InputAudio', 'pcm_deltas',
+           'delta_ms', 'cut_sentences']
 
 # %% ../../../nbs/09ka2_realtime_audio.ipynb #764430c0
 def pcm_float(pcm: np.ndarray) -> np.ndarray:
@@ -124,16 +124,19 @@ def delta_ms(delta: str) -> float:
 # %% ../../../nbs/09ka2_realtime_audio.ipynb #f84c51c2
 SENTENCE_END = re.compile(r"(?<=[.!?;])[\"')\]]*\s+|\n+")
 CLAUSE_CHARS = 80  # a sentence this long without an end is cut at its last comma (twice as long with none: between words), so speech starts sooner
+FIRST_CLAUSE_CHARS = 40  # ... the reply's first words: cut sooner, since everything waits for them (the rest is spoken while the next is written)
 
-def cut_sentences(text: str) -> tuple[list[str], str]:
+def cut_sentences(text: str,
+                  clause: int=CLAUSE_CHARS, # the length past which a sentence with no end yet is cut at its last comma (twice it: between words)
+                 ) -> tuple[list[str], str]:
     "Complete sentences at the start of `text`, and the rest."
     out, start = [], 0
     for m in SENTENCE_END.finditer(text):
         if s := text[start:m.end()].strip(): out.append(s)
         start = m.end()
     rest = text[start:]
-    if len(rest) > CLAUSE_CHARS:
+    if len(rest) > clause:
         i = max(rest.rfind(", "), rest.rfind(": "), rest.rfind("; "))
-        if i <= 0 and len(rest) > 2*CLAUSE_CHARS: i = rest.rstrip().rfind(" ")  # a run-on: its words so far (the last may be incomplete)
+        if i <= 0 and len(rest) > 2*clause: i = rest.rstrip().rfind(" ")  # a run-on: its words so far (the last may be incomplete)
         if i > 0: out.append(rest[:i+1].strip()); rest = rest[i+1:].lstrip()
     return out, rest

@@ -8,7 +8,7 @@ import asyncio, time
 import numpy as np
 from ...config import logger
 from ...vad import FRAME_MS
-from ...turn_model import TURN_SECONDS, turn_probability
+from ...turn_model import TURN_SECONDS, reads_finished, turn_probability
 from .protocol import ProtocolError, check_commit, error_event, event, new_id, vad_params
 from .audio import to_16k
 from .session import RealtimeSession, Speculation, handles
@@ -18,8 +18,8 @@ from fastcore.basics import patch
 from . import items, responses  # noqa: F401 (the methods a turn calls: commit and transcript; respond)
 
 # %% auto #0
-__all__ = ['PARTIAL_MS', 'PARTIAL_MAX_S', 'DRAFT_HOLD_S', 'PAUSE_MS', 'FINISHED_OVER', 'on_append', 'speculate_after',
-           'on_commit', 'on_clear']
+__all__ = ['PARTIAL_MS', 'PARTIAL_MAX_S', 'DRAFT_HOLD_S', 'PAUSE_MS', 'FINISHED_OVER', 'WITH_WORDS_OVER', 'SURE_MS', 'DOUBT_MS',
+           'WORDS_WAIT_MS', 'on_append', 'speculate_after', 'turn_finished', 'on_commit', 'on_clear']
 
 # %% ../../../nbs/09ka7_realtime_turns.ipynb #553b0bd2
 @handles("input_audio_buffer.append")
@@ -171,20 +171,45 @@ def drop_stale(self: RealtimeSession, draft: Speculation):
         self.drop_speculation()
 
 # %% ../../../nbs/09ka7_realtime_turns.ipynb #8a81faad
-PAUSE_MS = 200  # semantic_vad: the pause after which the turn model is asked (Pipecat waits as long with Smart Turn)
-FINISHED_OVER = {"low": 0.9, "medium": 0.7, "auto": 0.7, "high": 0.5}  # the turn model's probability that ends a turn, by eagerness (high: Pipecat's)
+PAUSE_MS = 200  # semantic_vad: the pause after which the turn is first judged (Pipecat waits as long with Smart Turn)
+FINISHED_OVER = {"low": 0.9, "medium": 0.7, "auto": 0.7, "high": 0.5}  # the turn model's probability that ends a turn alone, by eagerness (high: Pipecat's)
+WITH_WORDS_OVER = {"low": 0.9, "medium": 0.2, "auto": 0.2, "high": 0.0}  # ... when the words read finished (low: no less sure)
+SURE_MS = {"low": 1000, "medium": 500, "auto": 500, "high": 300}  # the pause after which words that read finished end the turn alone
+DOUBT_MS = {"low": 3000, "medium": 1500, "auto": 1500, "high": 800}  # words that read unfinished hold the turn until here
+WORDS_WAIT_MS = 200  # how much longer than PAUSE_MS the first judgement waits for the early transcript
+
+def turn_finished(p: float|None, # the turn model's probability (None: not asked)
+                  words: bool|None, # `reads_finished` of the transcript so far (None: no transcript)
+                  pause_ms: int, # the pause so far
+                  eagerness: str) -> bool:
+    "Whether a pause of `pause_ms` ends the turn, on what the turn model and the words say."
+    if words is True: return pause_ms >= SURE_MS[eagerness] or (p is not None and p > WITH_WORDS_OVER[eagerness])
+    sure = p is not None and p > FINISHED_OVER[eagerness]
+    return sure and (words is None or pause_ms >= DOUBT_MS[eagerness])
+
+# %% ../../../nbs/09ka7_realtime_turns.ipynb #3fc06cdf
+@patch
+def words_so_far(self: RealtimeSession, at: int) -> bool|None:
+    "`reads_finished` of the early transcript of the speech that paused at `at` (None: none, or not done)."
+    spec = self.spec
+    if spec is None or spec.end != at or not spec.task.done() or spec.task.cancelled() or spec.task.exception(): return None
+    return reads_finished(spec.task.result())
 
 @patch
 async def semantic_pause(self: RealtimeSession):
-    "With `semantic_vad`: once a pause reaches `PAUSE_MS`, ask the turn model whether the user has finished; if so, end the turn here."
-    a = self.audio
+    "With `semantic_vad`: as a pause reaches `PAUSE_MS`, `SURE_MS` and `DOUBT_MS`, judge whether the user has finished (`turn_finished`); if so, end the turn here."
+    a, e = self.audio, self.turn_detection["eagerness"]
     if not a.speaking or a.speech is None or a.silence_ms < PAUSE_MS: return
-    at = a.silence_start
-    if getattr(self, "turn_asked", None) == at: return  # once per pause
-    self.turn_asked = at
-    p = await asyncio.to_thread(turn_probability, to_16k(a.since(max(a.speech, a.end - TURN_SECONDS*a.rate))))
-    logger.debug(f"realtime: semantic_vad: after a {a.silence_ms} ms pause the turn model says finished with p={p:.2f}")
-    if p <= FINISHED_OVER[self.turn_detection["eagerness"]]: return
+    at, ms = a.silence_start, a.silence_ms
+    stage = sum(ms >= x for x in (PAUSE_MS, SURE_MS[e], DOUBT_MS[e]))
+    words = self.words_so_far(at)
+    if getattr(self, "turn_asked", None) == (at, stage, words is None): return  # once per point of each pause (again when the words come)
+    if words is None and stage == 1 and self.spec and self.spec.end == at and ms < PAUSE_MS + WORDS_WAIT_MS: return  # a moment from done
+    self.turn_asked = (at, stage, words is None)
+    needed = words is None or (ms >= DOUBT_MS[e] if words is False else ms < SURE_MS[e])  # whether the model's say can change the outcome
+    p = None if not needed else await asyncio.to_thread(turn_probability, to_16k(a.since(max(a.speech, a.end - TURN_SECONDS*a.rate))))
+    logger.debug(f"realtime: semantic_vad: after a {ms} ms pause the turn model says finished with p={'-' if p is None else f'{p:.2f}'}, the words {words}")
+    if not turn_finished(p, words, ms, e): return
     end = a.at(a.detector.ms)  # the pause so far belongs to the turn
     a.detector.reset()
     try: await self.speech_stopped(at, end)
