@@ -170,7 +170,8 @@ def test_realtime_panel_answers_the_microphone(lab, work, microphone, model_serv
             print(f"listening after {t_listen-t0:.1f} s")
 
             user = panel.locator(".va-rt-user").first
-            expect(user).to_contain_text(re.compile("capital", re.I), timeout=120_000)
+            expect(user).to_contain_text(re.compile("capital", re.I), timeout=120_000)  # live words (italic, "va-rt-partial") or the transcript
+            expect(user).not_to_have_class(re.compile("va-rt-partial"), timeout=60_000)  # the turn's own transcript
             heard = user.inner_text()
             print(f"heard after {time.monotonic()-t0:.1f} s: {heard!r}")
             expect(state).to_have_attribute("data-state", "speaking", timeout=120_000)
@@ -185,6 +186,8 @@ def test_realtime_panel_answers_the_microphone(lab, work, microphone, model_serv
                 sent_s = page.evaluate("[...globalThis.__voice_agent_realtime.values()][0].sentMs/1000")
                 print(f"the panel sent {sent_s:.1f} s of microphone audio in the {time.monotonic() - t_listen:.1f} s since it was listening")
                 timeline(events)
+                deltas = [e for _, e in events if e["type"] == "conversation.item.input_audio_transcription.delta"]
+                print(f"live transcription deltas the panel showed while the question was spoken: {[d['delta'] for d in deltas]}")
             assert "france" in heard.lower(), heard
             assert "paris" in said.lower(), f"the local LLM's answer to {heard!r} does not mention Paris: {said!r}"
             assert "interrupted" not in said, said

@@ -332,6 +332,9 @@ export class Conversation {
         if (c) { en.text = c.text; en.done = true; }
         this.syncTranscript(); break;
       }
+      case "conversation.item.input_audio_transcription.delta": {  // live: the words so far, while the user still speaks
+        const en = this.entry(e.item_id, "user"); if (!en.done) { en.text += e.delta || ""; this.syncTranscript(); } break;
+      }
       case "conversation.item.input_audio_transcription.completed": {
         const en = this.entry(e.item_id, "user"); en.text = e.transcript; en.done = true; this.syncTranscript(); break;
       }
@@ -414,8 +417,8 @@ function render({ model, el }) {
     state.dataset.state = c.state; label.textContent = LABELS[c.state] || c.state;
     error.textContent = c.errorText; error.style.display = c.errorText ? "" : "none";
     transcript.replaceChildren(...(c.entries.length ? c.entries.map(e => {
-      const row = h("div", `va-rt-turn va-rt-${e.role}`);
-      row.append(h("b", null, e.role === "user" ? "You: " : "Assistant: "), h("span", "va-rt-text", e.text || (e.done ? "" : "…")));
+      const row = h("div", `va-rt-turn va-rt-${e.role}${e.role === "user" && !e.done ? " va-rt-partial" : ""}`);  // partial: still being heard
+      row.append(h("b", null, e.role === "user" ? "You: " : "Assistant: "), h("span", "va-rt-text", e.done ? e.text : `${e.text.trim()}…`));
       if (e.interrupted) row.append(h("span", "va-rt-note", " (interrupted)"));
       if (e.latency_ms !== null) row.append(h("span", "va-rt-note", ` · first sound ${(e.latency_ms/1000).toFixed(2)} s after you stopped`));
       return row;
