@@ -73,6 +73,7 @@ class Settings:
     stt_device: str = "auto"                    # MODEL_SERVER_STT_DEVICE: as MODEL_SERVER_LLM_DEVICE, for speech-to-text
     stt_beam_size: int|None = None              # MODEL_SERVER_STT_BEAM_SIZE: Whisper's beam (default 5; 1 is greedy: faster, less accurate)
     stt_window: float|None = None               # MODEL_SERVER_STT_WINDOW: seconds a CTranslate2 Whisper encodes at least (default 30, Whisper's own window; the local profile: 15, for latency)
+    stt_fallback: bool|None = None              # MODEL_SERVER_STT_FALLBACK: Whisper's temperature fallback with faster-whisper (an unsure decode is redone at 0.2-1.0; default on; the local profile: off, for latency)
     warmup: bool = True                         # MODEL_SERVER_WARMUP: after loading, run each model once (TTS speaks, STT hears it, LLM makes a token) before /health/ready says ready
     tts_device: str = "auto"                    # MODEL_SERVER_TTS_DEVICE: as MODEL_SERVER_LLM_DEVICE, for text-to-speech
     allow_pickle: bool = False                  # MODEL_SERVER_ALLOW_PICKLE: allow `.bin` (pickle) weights
@@ -127,6 +128,7 @@ ENV_VARS = {
     "llm_device": ("MODEL_SERVER_LLM_DEVICE", str), "stt_device": ("MODEL_SERVER_STT_DEVICE", str),
     "stt_beam_size": ("MODEL_SERVER_STT_BEAM_SIZE", int), "warmup": ("MODEL_SERVER_WARMUP", env_flag),
     "stt_window": ("MODEL_SERVER_STT_WINDOW", float),
+    "stt_fallback": ("MODEL_SERVER_STT_FALLBACK", env_flag),
     "tts_device": ("MODEL_SERVER_TTS_DEVICE", str), "allow_pickle": ("MODEL_SERVER_ALLOW_PICKLE", env_flag),
     "trust_remote_code": ("MODEL_SERVER_TRUST_REMOTE_CODE", env_flag),
     "hub_probe_timeout": ("MODEL_SERVER_HUB_TIMEOUT", float),

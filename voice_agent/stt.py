@@ -90,10 +90,13 @@ def _pipeline(self: WhisperSTT, x: np.ndarray, language: str|None) -> str:
     if language: kw["generate_kwargs"] = {"language": language, "task": "transcribe"}
     return self.backend["pipeline"]({"raw": x, "sampling_rate": SAMPLE_RATE}, **kw)["text"].strip()
 
+def _decoding(self: WhisperSTT) -> dict:
+    "faster-whisper's decoding options from the settings: the beam (default 5), and one decode at temperature 0 when `stt_fallback` is off."
+    return {"beam_size": self.settings.stt_beam_size or 5, **({"temperature": 0.0} if self.settings.stt_fallback is False else {})}
+
 def _faster(self: WhisperSTT, x: np.ndarray, language: str|None) -> str:
     "Transcribe with faster-whisper; its voice activity filter drops the silence and noise Whisper would hallucinate on."
-    segments, _ = self.backend["faster_whisper"].transcribe(x, language=language, beam_size=self.settings.stt_beam_size or 5,
-                                                            vad_filter=True)
+    segments, _ = self.backend["faster_whisper"].transcribe(x, language=language, vad_filter=True, **_decoding(self))
     return " ".join(s.text.strip() for s in segments).strip()
 
 # %% ../nbs/06b_stt.ipynb #fecda419
@@ -149,8 +152,8 @@ def _segment(i: int, start: float, end: float, text: str, seek: int=0, tokens: l
 
 def _faster_verbose(self: WhisperSTT, x: np.ndarray, language: str|None, words: bool) -> tuple[list[dict], list[dict], str]:
     "Segments, words and the language from faster-whisper."
-    segs, info = self.backend["faster_whisper"].transcribe(x, language=language, beam_size=self.settings.stt_beam_size or 5,
-                                                           vad_filter=True, word_timestamps=words)
+    segs, info = self.backend["faster_whisper"].transcribe(x, language=language, vad_filter=True, word_timestamps=words,
+                                                           **_decoding(self))
     out, ws = [], []
     for i, s in enumerate(segs):
         out.append(_segment(i, s.start, s.end, s.text, s.seek, s.tokens, s.temperature, s.avg_logprob, s.no_speech_prob))

@@ -196,18 +196,28 @@ def words_so_far(self: RealtimeSession, at: int) -> bool|None:
     return reads_finished(spec.task.result())
 
 @patch
+def turn_heard(self: RealtimeSession) -> asyncio.Future:
+    "The turn model's probability on the turn so far, the pause included (on a worker thread)."
+    a = self.audio
+    return asyncio.ensure_future(asyncio.to_thread(turn_probability, to_16k(a.since(max(a.speech, a.end - TURN_SECONDS*a.rate)))))
+
+@patch
 async def semantic_pause(self: RealtimeSession):
     "With `semantic_vad`: as a pause reaches `PAUSE_MS`, `SURE_MS` and `DOUBT_MS`, judge whether the user has finished (`turn_finished`); if so, end the turn here."
     a, e = self.audio, self.turn_detection["eagerness"]
-    if not a.speaking or a.speech is None or a.silence_ms < PAUSE_MS: return
+    if not a.speaking or a.speech is None or not a.silence_ms: return
     at, ms = a.silence_start, a.silence_ms
+    guess = getattr(self, "turn_guess", None)
+    if guess is None or guess[0] != at:  # a new pause: the model hears it now, beside the early transcript, not at PAUSE_MS,
+        self.turn_guess = guess = (at, self.turn_heard())  # when it would share the cores with the LLM drafting the answer
+    if ms < PAUSE_MS: return
     stage = sum(ms >= x for x in (PAUSE_MS, SURE_MS[e], DOUBT_MS[e]))
     words = self.words_so_far(at)
     if getattr(self, "turn_asked", None) == (at, stage, words is None): return  # once per point of each pause (again when the words come)
-    if words is None and stage == 1 and self.spec and self.spec.end == at and ms < PAUSE_MS + WORDS_WAIT_MS: return  # a moment from done
+    if stage == 1 and ms < PAUSE_MS + WORDS_WAIT_MS and (not guess[1].done() or words is None and self.spec and self.spec.end == at): return  # a moment from done
     self.turn_asked = (at, stage, words is None)
     needed = words is None or (ms >= DOUBT_MS[e] if words is False else ms < SURE_MS[e])  # whether the model's say can change the outcome
-    p = None if not needed else await asyncio.to_thread(turn_probability, to_16k(a.since(max(a.speech, a.end - TURN_SECONDS*a.rate))))
+    p = None if not needed else await (self.turn_heard() if stage == 3 else guess[1])  # after DOUBT_MS: asked again, on the long pause
     logger.debug(f"realtime: semantic_vad: after a {ms} ms pause the turn model says finished with p={'-' if p is None else f'{p:.2f}'}, the words {words}")
     if not turn_finished(p, words, ms, e): return
     end = a.at(a.detector.ms)  # the pause so far belongs to the turn
