@@ -19,7 +19,7 @@ from . import items, responses  # noqa: F401 (the methods a turn calls: commit a
 
 # %% auto #0
 __all__ = ['PARTIAL_MS', 'PARTIAL_MAX_S', 'DRAFT_HOLD_S', 'PAUSE_MS', 'FINISHED_OVER', 'WITH_WORDS_OVER', 'SURE_MS', 'DOUBT_MS',
-           'WORDS_WAIT_MS', 'on_append', 'speculate_after', 'turn_finished', 'on_commit', 'on_clear']
+           'WORDS_WAIT_MS', 'on_append', 'speculate_after', 'turn_finished', 'heard_finished', 'on_commit', 'on_clear']
 
 # %% ../../../nbs/09ka7_realtime_turns.ipynb #553b0bd2
 @handles("input_audio_buffer.append")
@@ -195,11 +195,18 @@ def words_so_far(self: RealtimeSession, at: int) -> bool|None:
     if spec is None or spec.end != at or not spec.task.done() or spec.task.cancelled() or spec.task.exception(): return None
     return reads_finished(spec.task.result())
 
+def heard_finished(x: np.ndarray) -> float|None:
+    "`turn_probability` of `x` (16 kHz), or None when the turn model fails (logged): the words alone judge then."
+    try: return turn_probability(x)
+    except Exception as e:
+        logger.warning(f"realtime: semantic_vad: the turn model failed ({type(e).__name__}: {e}); the transcript's words judge the pause alone")
+        return None
+
 @patch
 def turn_heard(self: RealtimeSession) -> asyncio.Future:
-    "The turn model's probability on the turn so far, the pause included (on a worker thread)."
+    "The turn model's probability on the turn so far, the pause included (on a worker thread; None if it fails)."
     a = self.audio
-    return asyncio.ensure_future(asyncio.to_thread(turn_probability, to_16k(a.since(max(a.speech, a.end - TURN_SECONDS*a.rate)))))
+    return asyncio.ensure_future(asyncio.to_thread(heard_finished, to_16k(a.since(max(a.speech, a.end - TURN_SECONDS*a.rate)))))
 
 @patch
 async def semantic_pause(self: RealtimeSession):
