@@ -4,16 +4,27 @@
 
 # %% ../../../nbs/09ka9_realtime_echo.ipynb #e0c1a003
 from __future__ import annotations
-import base64
+import base64, math
+from collections import deque
 import numpy as np
 from fastcore.basics import patch
 from ...config import logger
 from .protocol import RATE
 
 # %% auto #0
-__all__ = ['ECHO_TAIL_MS', 'EchoCanceller', 'echo_canceller']
+__all__ = ['ERL_START', 'ERL_CAP', 'ERL_QUANTILE', 'ERL_STEP', 'DOUBLE_TALK_DB', 'REPLY_AUDIBLE', 'ECHO_TAIL_MS', 'EchoCanceller',
+           'echo_canceller']
+
+# %% ../../../nbs/09ka9_realtime_echo.ipynb #3ab5c6a0
+ERL_START = 0.5  # the room's echo level to the reply's, assumed until learnt (-6 dB)
+ERL_CAP = 4.0  # a frame this many times above the echo return learnt so far is the user, not the room: not learnt from
+ERL_QUANTILE, ERL_STEP = 0.9, 0.1  # the echo return is the running 90th percentile of the microphone's level to the reply's (log steps)
+DOUBLE_TALK_DB = 6  # while a reply plays, cleaned audio is the user's only this far above the loudest echo the room would return
+REPLY_AUDIBLE = 30  # a reply's 10 ms frames quieter than this (RMS of PCM16, -60 dBFS) play nothing to cancel
 
 # %% ../../../nbs/09ka9_realtime_echo.ipynb #e0c1a007
+ECHO_TAIL_MS = 500  # after the reply's audio has played, its echo (the room's, the device's delay) is cancelled this much longer
+
 class EchoCanceller:
     "WebRTC's echo canceller for one session: told the reply's audio as it is sent, it takes that audio's echo out of the microphone's."
     def __init__(self, rate: int=RATE): # the stream's sample rate (the API's 24 kHz)
@@ -23,6 +34,8 @@ class EchoCanceller:
         self.far, self.far_at = np.zeros(0, "<i2"), 0  # the reply's audio not yet played, and the stream sample where it plays
         self.heard, self.rest = 0, np.zeros(0, "<i2")  # microphone samples cleaned; a part frame held for the next call
         self.until = 0  # the stream sample where the last audio queued ends playing
+        self.levels = deque(maxlen=ECHO_TAIL_MS//10)  # the reply's level (RMS) in each of the last 10 ms frames played
+        self.log_erl, self.gated = math.log(ERL_START), 0  # the room's echo level to the reply's (log); frames held back as echo
 
     def play(self, delta: str): # a `response.output_audio.delta`'s base64 PCM16
         "Queue a reply's audio: it plays after what is queued, or from now when nothing is."
@@ -34,9 +47,11 @@ class EchoCanceller:
     def stop(self):
         "The client stopped playing (a barge-in): forget the audio queued."
         self.far, self.far_at, self.until = np.zeros(0, "<i2"), self.heard, self.heard
+        self.levels.clear()  # what echo is left dies away in the room's tail (~100 ms): the user is not held back
 
     @property
     def playing(self) -> bool: return self.far_at + len(self.far) > self.heard
+
 
 # %% ../../../nbs/09ka9_realtime_echo.ipynb #e0c1a009
 def _frame(self: EchoCanceller, pcm: np.ndarray) -> "rtc.AudioFrame":
@@ -49,23 +64,42 @@ def _reference(self: EchoCanceller, start: int) -> np.ndarray:
     out[max(0, -lo):max(0, -lo) + len(seg)] = seg
     return out
 
-ECHO_TAIL_MS = 500  # after the reply's audio has played, its echo (the room's, the device's delay) is cancelled this much longer
+def _rms(pcm: np.ndarray) -> float: return float(np.sqrt(np.mean(np.square(pcm, dtype=np.float32))))
+
+@patch(as_prop=True)
+def erl(self: EchoCanceller) -> float: return math.exp(self.log_erl)
+
+@patch
+def near_end(self: EchoCanceller, mic: np.ndarray, # a 10 ms frame as the microphone heard it
+             cleaned: np.ndarray, # ... and as AEC3 left it
+            ) -> bool:
+    "Whether the cleaned frame holds the user's voice rather than what is left of the reply's echo (learning the room's echo return from `mic`)."
+    level = max(self.levels, default=0.0)  # the loudest the reply played in the last ECHO_TAIL_MS
+    if level < REPLY_AUDIBLE: return True
+    r, erl = _rms(mic)/level, self.erl
+    if r < ERL_CAP*erl: self.log_erl += ERL_STEP*(ERL_QUANTILE if r > erl else ERL_QUANTILE - 1)
+    return _rms(cleaned) > 10**(DOUBLE_TALK_DB/20)*erl*level
 
 @patch
 def clean(self: EchoCanceller, pcm: np.ndarray, # microphone audio (PCM16) as it arrives
          ) -> np.ndarray: # the same audio with the reply's echo taken out (whole 10 ms frames; a part frame waits)
-    "Take the echo of the reply's audio out of the microphone's (with no reply playing, the audio is left as it is)."
+    "Take the echo of the reply's audio out of the microphone's: AEC3, then what it leaves held back (with no reply playing, the audio is left as it is)."
     x = np.concatenate([self.rest, pcm]) if len(self.rest) else pcm
     if self.heard >= self.until + self.rate*ECHO_TAIL_MS//1000:  # nothing played lately: nothing to cancel
         self.heard, self.rest = self.heard + len(x), np.zeros(0, "<i2")
+        self.levels.clear()
         return x
     k = len(x)//self.n*self.n
     out = np.empty(k, "<i2")
     for i in range(0, k, self.n):
-        self.apm.process_reverse_stream(_frame(self, _reference(self, self.heard + i)))
-        f = _frame(self, x[i:i+self.n])
+        ref, mic = _reference(self, self.heard + i), x[i:i+self.n]
+        self.levels.append(_rms(ref))
+        self.apm.process_reverse_stream(_frame(self, ref))
+        f = _frame(self, mic)
         self.apm.process_stream(f)
-        out[i:i+self.n] = np.frombuffer(bytes(f.data), "<i2")
+        y = np.frombuffer(bytes(f.data), "<i2")
+        if self.near_end(mic, y): out[i:i+self.n] = y
+        else: out[i:i+self.n], self.gated = 0, self.gated + 1  # the reply's echo, left by AEC3: held back
     self.heard, self.rest = self.heard + k, x[k:].copy()
     if (cut := self.heard - self.far_at) > 0: self.far, self.far_at = self.far[cut:], self.heard  # played: forgotten
     return out
