@@ -4,10 +4,11 @@
 
 # %% ../../../nbs/09ka5_realtime_items.ipynb #f59d3e67
 from __future__ import annotations
-import asyncio, re
+import asyncio, re, time
 from typing import Any
 import numpy as np
 from fastcore.basics import patch
+from ...config import logger
 from ...loading import one_line
 from ..errors import ApiError
 from .protocol import (RATE, ProtocolError, check_commit, check_item, decode_pcm, event, event_field, item_text,
@@ -16,8 +17,8 @@ from .audio import to_16k
 from .session import RealtimeSession, handles
 
 # %% auto #0
-__all__ = ['MAX_ITEMS', 'HISTORY_TEXTS', 'LiveTranscript', 'on_item_create', 'on_item_delete', 'on_item_retrieve',
-           'spoken_before', 'on_item_truncate']
+__all__ = ['MAX_ITEMS', 'HISTORY_TEXTS', 'TURN_WAIT_S', 'TURN_WAITERS', 'LiveTranscript', 'on_item_create', 'on_item_delete',
+           'on_item_retrieve', 'spoken_before', 'on_item_truncate']
 
 # %% ../../../nbs/09ka5_realtime_items.ipynb #76e8bd39
 MAX_ITEMS = 200       # conversation items a session keeps: beyond, the oldest are deleted (`conversation.item.deleted`)
@@ -44,6 +45,30 @@ async def transcribe(self: RealtimeSession, pcm: np.ndarray) -> str:
     slot, t = self.st.slots["stt"], self.config["audio"]["input"]["transcription"] or {}
     model, kw = slot.require(), {k: t[k] for k in ("language", "prompt") if t.get(k)}
     return (await slot.run(lambda: model.transcribe(to_16k(pcm), 16000, **kw))).strip()
+
+# %% ../../../nbs/09ka5_realtime_items.ipynb #02e42893
+TURN_WAIT_S = 30.0  # how long a committed turn's transcription waits for a place in a full STT queue
+TURN_WAITERS = 2  # turns of one session that may wait at a time (more fail at once: a client committing in a loop can't pile up)
+
+def _queue_full(x: BaseException) -> bool: return isinstance(x, ApiError) and x.code == "queue_full"
+
+@patch
+async def turn_text(self: RealtimeSession, pcm: np.ndarray, # the turn's audio (PCM16)
+                    started: asyncio.Future|None=None, # its early transcription, if one ran
+                   ) -> str:
+    "The transcript of a committed turn: the early one when it succeeded, else `transcribe`, waiting for a place in a full queue."
+    if started is not None:
+        try: return await started
+        except ApiError as x:
+            if not _queue_full(x): raise
+    deadline, said = time.monotonic() + TURN_WAIT_S, False
+    while True:
+        try: return await self.transcribe(pcm)
+        except ApiError as x:
+            waiting = sum(not t.done() for t in self.transcripts.values())
+            if not _queue_full(x) or time.monotonic() > deadline or waiting > TURN_WAITERS: raise
+            if not said: logger.info(f"realtime: the STT's queue is full; a turn of {len(pcm)/RATE:.1f} s waits for a place"); said = True
+        await asyncio.sleep(0.05)
 
 # %% ../../../nbs/09ka5_realtime_items.ipynb #b1e2c3d2
 def _norm(words: list[str]) -> list[str]: return [re.sub(r"[^\w']", "", w).lower() for w in words]
@@ -129,7 +154,7 @@ async def commit(self: RealtimeSession, pcm: np.ndarray, item_id: str|None=None,
     self.items.append(item)
     await self.send(event("input_audio_buffer.committed", item_id=item["id"], previous_item_id=prev))
     await self.send(event("conversation.item.added", item=item, previous_item_id=prev))
-    self.transcripts[item["id"]] = asyncio.ensure_future(self.finish_transcript(item, transcript or asyncio.ensure_future(self.transcribe(pcm)), len(pcm)))
+    self.transcripts[item["id"]] = asyncio.ensure_future(self.finish_transcript(item, asyncio.ensure_future(self.turn_text(pcm, transcript)), len(pcm)))
     await self.forget_oldest()
     return item
 
