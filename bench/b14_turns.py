@@ -60,13 +60,13 @@ def samples() -> list[dict]:
 
 
 def whisper():
-    "The local profile's Whisper tiny.en (CTranslate2, its 15 s window), loaded once."
+    "The local profile's Whisper tiny.en (CTranslate2, its window), loaded once."
     global _WHISPER
     if _WHISPER is None:
         from voice_agent.config import Settings
-        from voice_agent.profiles import local_models
+        from voice_agent.profiles import local_models, profile_settings
         from voice_agent.stt import WhisperSTT
-        _WHISPER = WhisperSTT(local_models()["stt"], Settings(stt_window=15), device="cpu")
+        _WHISPER = WhisperSTT(local_models()["stt"], profile_settings("local", Settings()), device="cpu")
     return _WHISPER
 _WHISPER = None
 

@@ -72,7 +72,7 @@ class Settings:
     llm_device: str = "auto"                    # MODEL_SERVER_LLM_DEVICE: auto, cuda, cuda:N or cpu
     stt_device: str = "auto"                    # MODEL_SERVER_STT_DEVICE: as MODEL_SERVER_LLM_DEVICE, for speech-to-text
     stt_beam_size: int|None = None              # MODEL_SERVER_STT_BEAM_SIZE: Whisper's beam (default 5; 1 is greedy: faster, less accurate)
-    stt_window: float|None = None               # MODEL_SERVER_STT_WINDOW: seconds a CTranslate2 Whisper encodes at least (default 30, Whisper's own window; the local profile: 15, for latency)
+    stt_window: float|None = None               # MODEL_SERVER_STT_WINDOW: seconds a CTranslate2 Whisper encodes at least (default 30, Whisper's own window; the local profile: 10, for latency)
     stt_fallback: bool|None = None              # MODEL_SERVER_STT_FALLBACK: Whisper's temperature fallback with faster-whisper (an unsure decode is redone at 0.2-1.0; default on; the local profile: off, for latency)
     warmup: bool = True                         # MODEL_SERVER_WARMUP: after loading, run each model once (TTS speaks, STT hears it, LLM makes a token) before /health/ready says ready
     tts_device: str = "auto"                    # MODEL_SERVER_TTS_DEVICE: as MODEL_SERVER_LLM_DEVICE, for text-to-speech

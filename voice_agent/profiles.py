@@ -44,13 +44,14 @@ def profile_settings(profile: str, # local, default, cpu or tiny (demo: the old 
     if profile == "cpu": return replace(s, **CPU_MODELS, **CPU_ONLY)
     if profile == "local":
         m = local_models()
-        # a 15 s window: ~0.4 s less on a 2 s question than Whisper's 30 s (nbs/06b_stt). Whisper's default beam of 5, not
-        # greedy: at 15 s greedy decoding flips with the CPU's floating point (one CPU hears tests/fixtures/hello.wav as
-        # "The low what in the weather like to me."); beam 5 heard 0.897 of 20 commands' words against greedy's 0.820, for ~20 ms
+        # a 10 s window (nbs/06b_stt, bench/stt_window.py): with beam 5, on 112 espeak-ng utterances, word accuracy 0.841 against
+        # 0.837 at 15 s, in 0.63x the time (~65 ms less a question on 2 cores); hello.wav heard right (at 8 s: "... like to me?").
+        # Whisper's default beam of 5, not greedy: greedy decoding flips with the CPU's floating point (one CPU hears
+        # tests/fixtures/hello.wav at 15 s as "The low what in the weather like to me."); beam 5 heard 0.897 of 20 commands' words against greedy's 0.820
         # No temperature fallback: on 22 espeak-ng questions and sentences the same word accuracy (0.900) with or without it,
         # but a misheard one took up to 0.62 s with it (decoded again at 0.2, 0.4 ... 1.0) against 0.19 s without
         return replace(s, llm_model=m["llm"], stt_model=m["stt"], tts_model=m["tts"], **CPU_ONLY,
-                       system_prompt=s.system_prompt or LOCAL_SYSTEM_PROMPT, stt_window=s.stt_window or 15,
+                       system_prompt=s.system_prompt or LOCAL_SYSTEM_PROMPT, stt_window=s.stt_window or 10,
                        stt_fallback=False if s.stt_fallback is None else s.stt_fallback)
     if profile in ("tiny", "demo"):
         m = demo_models(s)
