@@ -214,3 +214,31 @@ def test_a_key_needs_allow_public(tmp_path):
                        env=env, capture_output=True, text=True, timeout=120)
     print(f"\n[wyoming] {r.stderr.strip().splitlines()[-1]}")
     assert r.returncode == 2 and "Wyoming protocol has no authentication" in r.stderr and "--allow-public" in r.stderr, r.stderr[-800:]
+
+
+def test_full_queue_waits(tmp_path):
+    """Three clients' questions end at once on a server whose STT takes one call and queues none (`MODEL_SERVER_MAX_QUEUE=0`):
+    each is transcribed, the later ones waiting for a place (Home Assistant asks once; before, they got `queue_full`),
+    and the wait is logged."""
+    port, wport, log = free_port(), free_port(), tmp_path/"server.log"
+    env = server_env(HF_HUB_OFFLINE="1", LOCAL_MODELS_DIR=str(tmp_path/"models"), MODEL_SERVER_MAX_QUEUE="0")
+    proc = start(voice_agent_cmd("serve", "--profile", "local", "--port", port, "--wyoming-port", wport), env, port, log)
+    try:
+        x = espeak_pcm(QUESTION, 16000)
+        async def one(c):
+            await send_audio(c, x)
+            return (await read_until(c, "transcript", "error"))[-1]
+        async def go():
+            cs = [AsyncTcpClient("127.0.0.1", wport) for _ in range(3)]
+            for c in cs: await c.connect()
+            try: return await asyncio.gather(*[one(c) for c in cs])
+            finally:
+                for c in cs: await c.disconnect()
+        got = run(go())
+        print(f"\n[wyoming] full queue: {[(e.type, e.data.get('text') or e.data.get('code')) for e in got]}")
+        assert [e.type for e in got] == ["transcript"]*3 and all("France" in e.data["text"] for e in got), got
+        assert "a call waits for a place" in log.read_text()
+        refused = [l for l in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines()
+                   if l.startswith('voice_agent_rejected_requests_total{kind="stt",reason="queue_full"}')]
+        assert all(float(l.split()[-1]) == 0 for l in refused), refused  # none refused (no line: never counted)
+    finally: stop(proc)

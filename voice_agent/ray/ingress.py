@@ -79,12 +79,13 @@ def update(self: RaySlot, entries: list[dict]):
 
 # %% ../../nbs/12d_ray_ingress.ipynb #36d438b6
 @patch
-async def run(self: RaySlot, fn: Callable, *args, client_left: Callable[[], Awaitable]|None=None, **kw):
+async def run(self: RaySlot, fn: Callable, *args, client_left: Callable[[], Awaitable]|None=None, wait_s: float=0, **kw):
     "Await a call of the replicas' model (a `RemoteModel` method in `AWAITED`) through the handle, on the event loop: no slot thread waits on Ray; anything else (a route's own function) runs on a slot thread, as in `ModelSlot.run`."
     model = getattr(fn, "__self__", None)
     if not isinstance(model, RemoteModel) or fn.__name__ not in AWAITED:
-        return await super(RaySlot, self).run(fn, *args, client_left=client_left, **kw)
-    self.admit()  # the same queue bound and gauge as a call on the thread
+        return await super(RaySlot, self).run(fn, *args, client_left=client_left, wait_s=wait_s, **kw)
+    if wait_s > 0: await unless_left(self.admit_within(wait_s), client_left)  # the same queue bound and gauge as a call on the thread
+    else: self.admit()
     try: return await unless_left(model.acall(fn.__name__, *args, **kw), client_left,
                                   lambda: self.metrics.rejected.labels(self.kind, "client_gone").inc())
     finally: self._done()

@@ -16,8 +16,8 @@ from .errors import ApiError, ClientGone
 from .metrics import Metrics
 
 # %% auto #0
-__all__ = ['LABELS', 'KINDS', 'SERVES', 'DISABLED_NAMES', 'ChatModel', 'Transcriber', 'Synthesizer', 'methods', 'ModelSlot',
-           'unless_left', 'model_error', 'call_model']
+__all__ = ['LABELS', 'KINDS', 'SERVES', 'DISABLED_NAMES', 'ADMIT_POLL_S', 'ChatModel', 'Transcriber', 'Synthesizer', 'methods',
+           'ModelSlot', 'unless_left', 'model_error', 'call_model']
 
 # %% ../../nbs/09f1_server_model_slot.ipynb #8520d864
 @runtime_checkable
@@ -128,25 +128,50 @@ def _done(self: ModelSlot, _fut=None):
     with self._lock: _count(self, -1)
 
 @patch
-def admit(self: ModelSlot):
-    "Count one more call in the model's queue, or refuse with 503 when `max_queue` requests already wait or the slot is shut down; `_done()` counts it out. `submit` admits each call; a slot whose calls are awaited rather than run on its thread (`RaySlot`) admits them the same way."
+def _try_admit(self: ModelSlot) -> bool:
+    "Count one more call in the queue if there is a place (False when full); shut down: the 503 at once."
     with self._lock:
         if self.closed: raise _shutting_down()
-        if self.in_flight > self.settings.max_queue:  # one running + max_queue waiting
-            self.metrics.rejected.labels(self.kind, "queue_full").inc()
-            raise ApiError(503, f"The {self.label} model is busy: {self.in_flight - 1} requests are already waiting "
-                           f"(MODEL_SERVER_MAX_QUEUE={self.settings.max_queue}). Retry shortly.", "overloaded", "queue_full",
-                           headers={"Retry-After": "1"})
+        if self.in_flight > self.settings.max_queue: return False  # one running + max_queue waiting
         _count(self, +1)
+        return True
+
+@patch
+def admit(self: ModelSlot):
+    "Count one more call in the model's queue, or refuse with 503 when `max_queue` requests already wait or the slot is shut down; `_done()` counts it out. `submit` admits each call; a slot whose calls are awaited rather than run on its thread (`RaySlot`) admits them the same way."
+    if self._try_admit(): return
+    self.metrics.rejected.labels(self.kind, "queue_full").inc()
+    raise ApiError(503, f"The {self.label} model is busy: {self.in_flight - 1} requests are already waiting "
+                   f"(MODEL_SERVER_MAX_QUEUE={self.settings.max_queue}). Retry shortly.", "overloaded", "queue_full",
+                   headers={"Retry-After": "1"})
+
+ADMIT_POLL_S = 0.02  # how often a call waiting for a place in a full queue looks again
+
+@patch
+async def admit_within(self: ModelSlot, wait_s: float, # how long to wait for a place in a full queue (0: `admit`)
+                      ):
+    "`admit`, waiting up to `wait_s` for a place when the queue is full (logged once), then the same 503. For work a person has finished giving and no client will retry (a spoken turn over the realtime API or Wyoming); HTTP requests are refused at once, with `Retry-After`."
+    deadline, said = time.monotonic() + wait_s, False
+    while not self._try_admit():
+        if time.monotonic() + ADMIT_POLL_S > deadline: return self.admit()  # the refusal, counted once
+        if not said:
+            logger.info(f"{self.label}: the queue is full (MODEL_SERVER_MAX_QUEUE={self.settings.max_queue}); a call waits for a place, up to {wait_s:g} s")
+            said = True
+        await asyncio.sleep(ADMIT_POLL_S)
+
+@patch
+def _start(self: ModelSlot, fn: Callable, *args, **kw) -> Future:
+    "Queue `fn` on the model's thread: a call already admitted."
+    try: fut = self._executor.submit(fn, *args, **kw)
+    except RuntimeError: self._done(); raise _shutting_down() from None  # shut down between `admit` and the submit
+    fut.add_done_callback(self._done)
+    return fut
 
 @patch
 def submit(self: ModelSlot, fn: Callable, *args, **kw) -> Future:
     "Queue `fn` on the model's thread, once `admit` took it."
     self.admit()
-    try: fut = self._executor.submit(fn, *args, **kw)
-    except RuntimeError: self._done(); raise _shutting_down() from None  # shut down between `admit` and the submit
-    fut.add_done_callback(self._done)
-    return fut
+    return self._start(fn, *args, **kw)
 
 # %% ../../nbs/09f1_server_model_slot.ipynb #384e57bf
 async def unless_left(aw: Awaitable, # what to wait for
@@ -175,9 +200,11 @@ def _quiet(f: asyncio.Future):
 @patch
 async def run(self: ModelSlot, fn: Callable, *args,
               client_left: Callable[[], Awaitable]|None=None, # completes when the client has gone: a queued call is dropped
+              wait_s: float=0, # how long the call may wait for a place in a full queue (`admit_within`); 0: refused at once
               **kw):
     "Run `fn(*args, **kw)` on the model's thread and await its result."
-    fut = self.submit(fn, *args, **kw)
+    if wait_s > 0: await unless_left(self.admit_within(wait_s), client_left); fut = self._start(fn, *args, **kw)
+    else: fut = self.submit(fn, *args, **kw)
     waiting = asyncio.wrap_future(fut); waiting.add_done_callback(_quiet)
     def drop():
         if fut.cancel(): self.metrics.rejected.labels(self.kind, "client_gone").inc()

@@ -35,6 +35,7 @@ async def stream_on_slot(slot: ModelSlot, # the slot whose thread runs the gener
                          stop: threading.Event|None=None, # set it to end the stream early: no item after the current one, the generator closed
                          ahead: int=STREAM_AHEAD, # items the generator may make before the reader takes them
                          stall: float=STREAM_STALL, # seconds to wait for a reader that takes nothing, then stop with `client_stalled`
+                         wait_s: float=0, # how long the call may wait for a place in a full queue (`ModelSlot.admit_within`); 0: refused at once
                         ) -> AsyncIterator: # the generator's items, in order
     "The items of `make_gen()`, made on `slot`'s thread and yielded here; a reader that leaves stops the generator and frees the thread."
     stop, loop, q, room = stop or threading.Event(), asyncio.get_running_loop(), asyncio.Queue(), threading.Semaphore(ahead)
@@ -60,7 +61,8 @@ async def stream_on_slot(slot: ModelSlot, # the slot whose thread runs the gener
                 if hasattr(gen, "close"): gen.close()  # here, on its own thread: stops the model's work when we leave early
         except BaseException as e: put("error", e); return
         put("end")
-    fut = slot.submit(work)
+    if wait_s > 0: await unless_left(slot.admit_within(wait_s), client_left); fut = slot._start(work)
+    else: fut = slot.submit(work)
     try:
         kind, val = await unless_left(q.get(), client_left)  # a client that leaves while the call waits for its turn drops it
         while kind == "item":

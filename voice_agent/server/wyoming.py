@@ -29,11 +29,11 @@ from .realtime.context import fit_context
 
 # %% auto #0
 __all__ = ['MAX_DATA_BYTES', 'PROGRAM', 'ATTRIBUTION', 'WHISPER_RATE', 'SAMPLES_PER_CHUNK', 'MAX_CONVERSATIONS', 'REQUESTS',
-           'wyoming_bind_refusal', 'connection_refusal', 'BadEvent', 'read_event', 'voice_language', 'stt_languages',
-           'tts_voices', 'describe_models', 'WyomingHandler', 'serves', 'live_connections', 'conversations',
-           'wyoming_bytes', 'error_event', 'on_describe', 'on_ping', 'audio_format', 'on_transcribe', 'on_audio_start',
-           'on_audio_chunk', 'on_audio_stop', 'pcm16', 'on_synthesize', 'answer', 'on_transcript', 'bound_port',
-           'start_wyoming', 'stop_wyoming']
+           'WAIT_S', 'wyoming_bind_refusal', 'connection_refusal', 'BadEvent', 'read_event', 'voice_language',
+           'stt_languages', 'tts_voices', 'describe_models', 'WyomingHandler', 'serves', 'live_connections',
+           'conversations', 'wyoming_bytes', 'error_event', 'on_describe', 'on_ping', 'audio_format', 'on_transcribe',
+           'on_audio_start', 'on_audio_chunk', 'on_audio_stop', 'pcm16', 'on_synthesize', 'answer', 'on_transcript',
+           'bound_port', 'start_wyoming', 'stop_wyoming']
 
 # %% ../../nbs/09m_server_wyoming.ipynb #015cb163
 def wyoming_bind_refusal(settings: Settings, # the server's settings (`host`, `wyoming_port`, `api_key`, `allow_public`)
@@ -320,6 +320,8 @@ async def on_audio_chunk(self: WyomingHandler, e: Event):
     self.pieces.append(pcm); self.samples += len(pcm)//2
 
 # %% ../../nbs/09m_server_wyoming.ipynb #2efe36b4
+WAIT_S = 30.0  # how long a request waits for a place in a full model queue: Home Assistant's pipeline asks once (one request at a time per connection, connections bounded by MODEL_SERVER_MAX_SESSIONS)
+
 @serves("audio-stop")
 async def on_audio_stop(self: WyomingHandler, e: Event):
     "The end of the audio: transcribe it on the STT's slot, answer with a `transcript`."
@@ -330,7 +332,7 @@ async def on_audio_stop(self: WyomingHandler, e: Event):
     self.reset_audio()
     slot, kw = self.st.slots["stt"], ({"language": asr.language} if asr.language else {})
     model = slot.require()
-    try: text = await slot.run(model.transcribe, x, WHISPER_RATE, **kw) if len(x) else ""
+    try: text = await slot.run(model.transcribe, x, WHISPER_RATE, wait_s=WAIT_S, **kw) if len(x) else ""
     except Exception as x_: raise model_error(slot.label, x_) from None
     self.st.metrics.audio_in.inc(len(x)/WHISPER_RATE)
     await self.send(Transcript(text=text.strip(), language=asr.language).event())
@@ -351,7 +353,7 @@ async def on_synthesize(self: WyomingHandler, e: Event):
     check_text(len(text), self.settings, "text")
     slot = self.st.slots["tts"]; model = slot.require()
     opts, started = ({"voice": voice["name"]} if voice.get("name") else {}), False
-    stream = stream_on_slot(slot, lambda: speech_pieces(model, text, opts))
+    stream = stream_on_slot(slot, lambda: speech_pieces(model, text, opts), wait_s=WAIT_S)
     try:
         async for x, sr in stream:
             self.st.metrics.audio_out.inc(len(x)/sr)
@@ -384,7 +386,7 @@ async def on_transcript(self: WyomingHandler, e: Event):
     store, slot = conversations(self.st), self.st.slots["llm"]
     model = slot.require()
     messages = store.get(cid, []) + [{"role": "user", "content": text}]
-    try: reply, dropped = await slot.run(answer, model, messages, self.settings.max_new_tokens)
+    try: reply, dropped = await slot.run(answer, model, messages, self.settings.max_new_tokens, wait_s=WAIT_S)
     except Exception as x: raise model_error(slot.label, x) from None
     m = self.st.metrics
     m.prompt_tokens.inc(getattr(reply, "prompt_tokens", 0) or 0); m.tokens.inc(getattr(reply, "completion_tokens", 0) or 0)

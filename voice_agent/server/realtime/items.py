@@ -4,14 +4,13 @@
 
 # %% ../../../nbs/09ka5_realtime_items.ipynb #f59d3e67
 from __future__ import annotations
-import asyncio, re, time
+import asyncio, re
 from typing import Any
 import numpy as np
 from fastcore.basics import patch
-from ...config import logger
 from ...loading import one_line
 from ..errors import ApiError
-from .protocol import (RATE, ProtocolError, check_commit, check_item, decode_pcm, event, event_field, item_text,
+from .protocol import (RATE, ProtocolError, check_commit, check_item, event, event_field, item_text,
                                                   new_id, shown)
 from .audio import to_16k
 from .session import RealtimeSession, handles
@@ -40,11 +39,13 @@ def _user_audio_item(item_id: str) -> dict:
             "content": [{"type": "input_audio", "transcript": None}]}
 
 @patch
-async def transcribe(self: RealtimeSession, pcm: np.ndarray) -> str:
+async def transcribe(self: RealtimeSession, pcm: np.ndarray,
+                     wait_s: float=0, # how long it may wait for a place in a full queue (`ModelSlot.admit_within`)
+                    ) -> str:
     "The text of PCM16 audio, by the server's STT model, in the session's transcription `language` (and with its `prompt`, which `check_transcription` lets through only to an STT that takes one)."
     slot, t = self.st.slots["stt"], self.config["audio"]["input"]["transcription"] or {}
     model, kw = slot.require(), {k: t[k] for k in ("language", "prompt") if t.get(k)}
-    return (await slot.run(lambda: model.transcribe(to_16k(pcm), 16000, **kw))).strip()
+    return (await slot.run(lambda: model.transcribe(to_16k(pcm), 16000, **kw), wait_s=wait_s)).strip()
 
 # %% ../../../nbs/09ka5_realtime_items.ipynb #02e42893
 TURN_WAIT_S = 30.0  # how long a committed turn's transcription waits for a place in a full STT queue
@@ -56,19 +57,13 @@ def _queue_full(x: BaseException) -> bool: return isinstance(x, ApiError) and x.
 async def turn_text(self: RealtimeSession, pcm: np.ndarray, # the turn's audio (PCM16)
                     started: asyncio.Future|None=None, # its early transcription, if one ran
                    ) -> str:
-    "The transcript of a committed turn: the early one when it succeeded, else `transcribe`, waiting for a place in a full queue."
+    "The transcript of a committed turn: the early one when it succeeded, else `transcribe`, waiting up to `TURN_WAIT_S` for a place in a full queue (at most `TURN_WAITERS` turns of a session wait; more are refused at once)."
     if started is not None:
         try: return await started
         except ApiError as x:
             if not _queue_full(x): raise
-    deadline, said = time.monotonic() + TURN_WAIT_S, False
-    while True:
-        try: return await self.transcribe(pcm)
-        except ApiError as x:
-            waiting = sum(not t.done() for t in self.transcripts.values())
-            if not _queue_full(x) or time.monotonic() > deadline or waiting > TURN_WAITERS: raise
-            if not said: logger.info(f"realtime: the STT's queue is full; a turn of {len(pcm)/RATE:.1f} s waits for a place"); said = True
-        await asyncio.sleep(0.05)
+    waiting = sum(not t.done() for t in self.transcripts.values())  # this turn's among them
+    return await self.transcribe(pcm, wait_s=TURN_WAIT_S if waiting <= TURN_WAITERS else 0)
 
 # %% ../../../nbs/09ka5_realtime_items.ipynb #b1e2c3d2
 def _norm(words: list[str]) -> list[str]: return [re.sub(r"[^\w']", "", w).lower() for w in words]

@@ -117,7 +117,7 @@ async def speak(self: RealtimeSession, r: RealtimeResponse, slot: ModelSlot, mod
     "Synthesize sentences in order as they come; send each one's transcript and audio once the response is released."
     opts = {"voice": r.voice, **({"speed": s} if (s := self.config["audio"]["output"]["speed"]) != 1.0 else {})}
     while (s := await sentences.get()) is not None:
-        try: deltas, secs = await slot.run(speak_sentence, model, s, opts, r.format)
+        try: deltas, secs = await slot.run(speak_sentence, model, s, opts, r.format, wait_s=r.wait_s)
         finally: r.llm_go.set()
         r.marks.setdefault("spoken", time.monotonic())
         self.st.metrics.audio_out.inc(secs)
@@ -186,7 +186,7 @@ async def generate(self: RealtimeSession, r: RealtimeResponse, item: dict, messa
         return llm_pieces(model, kept, {"max_new_tokens": n, **tools}, usage, r.cancel, r.llm_go, give_way=lambda: r.give_way(llm))
     async def flush():
         while unsent: await self.send(event("response.output_text.delta", **ids, delta=unsent.pop(0)))
-    pieces = stream_on_slot(llm, make, stop=r.cancel)
+    pieces = stream_on_slot(llm, make, stop=r.cancel, wait_s=r.wait_s)
     calling = bool(tools.get("tools")) and tools.get("tool_choice") != "none"  # the reply may be a call: its words' item opens with its first words
     opener = None if calling else asyncio.ensure_future(self.open(r, item))
     sentences: asyncio.Queue = asyncio.Queue()

@@ -41,6 +41,7 @@ class RealtimeResponse:
         self.text, self.sentences, self.audio_ms, self.first_audio, self.usage = "", [], 0.0, None, {}
         self.conversation, self.format, self.output = conversation, format or dict(PCM), []  # `output`: its items, in order
         self.marks: dict[str, float] = {}  # when (monotonic) a spoken turn's speech ended, was heard, its first sentence written and spoken
+        self.wait_s = 0.0  # how long its model calls may wait for a place in a full queue (a spoken turn's answer: `TURN_WAIT_S`)
 
     @property
     def audio(self) -> bool: return self.modalities == ["audio"]

@@ -127,6 +127,7 @@ async def turn(self: RealtimeSession, item: dict, ended: float): # when the spee
     if await self.transcript(item["id"]):
         r = self.new_response({})
         r.marks.update(end=ended, heard=time.monotonic())
+        r.wait_s = items.TURN_WAIT_S  # a spoken turn's answer waits for a place in a full queue, as its transcription does
         await self.respond({}, r)
 
 # %% ../../../nbs/09ka7_realtime_turns.ipynb #38aef15c
@@ -159,6 +160,7 @@ async def speculative_transcript(self: RealtimeSession, pcm: np.ndarray, end: in
             and not self.busy and llm.state == "ready" and llm.in_flight == 0):
         r = self.new_response({})
         r.marks.update(end=self.spec.ended, heard=time.monotonic())
+        r.wait_s = items.TURN_WAIT_S
         self.draft = Speculation(end, asyncio.ensure_future(self.respond({}, r, text)), self.spec.ended, r)
         asyncio.get_running_loop().call_later(DRAFT_HOLD_S, self.drop_stale, self.draft)
     return text
