@@ -13,8 +13,9 @@ from .formats import is_ctranslate2_dir
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['SAMPLE_RATE', 'STT_BATCH', 'SILENCE_PEAK', 'FRAMES_PER_SECOND', 'WhisperSTT', 'is_multilingual', 'check_language',
-           'subtitles', 'audio_frames', 'cut_window', 'windowed_whisper', 'word_accuracy']
+__all__ = ['SAMPLE_RATE', 'STT_BATCH', 'TOKENS_PER_S', 'BOUNDED_UNDER_S', 'SILENCE_PEAK', 'FRAMES_PER_SECOND', 'WhisperSTT',
+           'is_multilingual', 'check_language', 'subtitles', 'audio_frames', 'cut_window', 'windowed_whisper',
+           'word_accuracy']
 
 # %% ../nbs/06b_stt.ipynb #67f0d581
 SAMPLE_RATE = 16000
@@ -90,13 +91,18 @@ def _pipeline(self: WhisperSTT, x: np.ndarray, language: str|None) -> str:
     if language: kw["generate_kwargs"] = {"language": language, "task": "transcribe"}
     return self.backend["pipeline"]({"raw": x, "sampling_rate": SAMPLE_RATE}, **kw)["text"].strip()
 
-def _decoding(self: WhisperSTT) -> dict:
-    "faster-whisper's decoding options from the settings: the beam (default 5), and one decode at temperature 0 when `stt_fallback` is off."
-    return {"beam_size": self.settings.stt_beam_size or 5, **({"temperature": 0.0} if self.settings.stt_fallback is False else {})}
+TOKENS_PER_S, BOUNDED_UNDER_S = 10, 15  # a decode of audio under 15 s stops at 10 tokens a second of it, plus 20
+
+def _decoding(self: WhisperSTT, seconds: float|None=None, # the audio's length: under `BOUNDED_UNDER_S`, the decode is bounded
+             ) -> dict:
+    "faster-whisper's decoding options from the settings: the beam (default 5), one decode at temperature 0 when `stt_fallback` is off, and for short audio a bound on the tokens written."
+    kw = {"beam_size": self.settings.stt_beam_size or 5, **({"temperature": 0.0} if self.settings.stt_fallback is False else {})}
+    if seconds is not None and seconds < BOUNDED_UNDER_S: kw["max_new_tokens"] = int(TOKENS_PER_S*seconds) + 20
+    return kw
 
 def _faster(self: WhisperSTT, x: np.ndarray, language: str|None) -> str:
     "Transcribe with faster-whisper; its voice activity filter drops the silence and noise Whisper would hallucinate on."
-    segments, _ = self.backend["faster_whisper"].transcribe(x, language=language, vad_filter=True, **_decoding(self))
+    segments, _ = self.backend["faster_whisper"].transcribe(x, language=language, vad_filter=True, **_decoding(self, len(x)/SAMPLE_RATE))
     return " ".join(s.text.strip() for s in segments).strip()
 
 # %% ../nbs/06b_stt.ipynb #fecda419
@@ -153,7 +159,7 @@ def _segment(i: int, start: float, end: float, text: str, seek: int=0, tokens: l
 def _faster_verbose(self: WhisperSTT, x: np.ndarray, language: str|None, words: bool) -> tuple[list[dict], list[dict], str]:
     "Segments, words and the language from faster-whisper."
     segs, info = self.backend["faster_whisper"].transcribe(x, language=language, vad_filter=True, word_timestamps=words,
-                                                           **_decoding(self))
+                                                           **_decoding(self, len(x)/SAMPLE_RATE))
     out, ws = [], []
     for i, s in enumerate(segs):
         out.append(_segment(i, s.start, s.end, s.text, s.seek, s.tokens, s.temperature, s.avg_logprob, s.no_speech_prob))
