@@ -203,7 +203,8 @@ def run(cfg: dict, device: str, log) -> dict:
     ours_v = {p: md.version(p) for p in ("faster-whisper", "ctranslate2")}
     eng = our_engine_options(model_path, load_audio(clips["short"]["wav"]))
     model_opts = plain({k: v for k, v in eng["model"].items() if k != "model_size_or_path"})
-    transcribe_opts = plain({k: v for k, v in eng["transcribe"].items() if k not in ("language", "task")})
+    # max_new_tokens is ours per request (a bound from each clip's length: voice_agent.stt.TOKENS_PER_S), not a server setting
+    transcribe_opts = plain({k: v for k, v in eng["transcribe"].items() if k not in ("language", "task", "max_new_tokens")})
     details = {"model_path": model_path, "device_asked": device, "repeats": n, "request": REQUEST,
                "ours": {"versions": ours_v, "whisper_model": plain(eng["model"]), "transcribe": plain(eng["transcribe"])},
                "peer": {"package": PEER, "model_options": model_opts, "transcribe_options": transcribe_opts},
