@@ -24,7 +24,7 @@ Where a peer cannot be installed or does not serve, its rows say `skipped: <why>
 from __future__ import annotations
 import asyncio, json, os, signal, subprocess, sys, time
 from pathlib import Path
-from common import BENCH, ab_order, child_env, free_port, kill_group, median, models_dir, paired_ratio, row, scratch, tail
+from common import BENCH, ab_order, child_env, free_port, kill_group, median, models_dir, paired_ratio, ratio_interval, row, scratch, tail
 from b5_stt import SPEECH, speak, sentences
 
 PEERS = {"stt": ("wyoming-faster-whisper==3.8.1", "wyoming_faster_whisper", ("faster-whisper", "ctranslate2")),
@@ -233,9 +233,11 @@ def run(cfg: dict, device: str, log) -> dict:
                 details.setdefault("runs", {})["synthesize"] = {"voice_agent": a, "peer": b}
                 for i, what in ((0, "first audio-chunk"), (1, "audio-stop")):
                     xa, xb = [x[i] for x in a], [x[i] for x in b]
+                    ci = ratio_interval(xa, xb)  # the same Piper on the same text: a tie is what to expect, and this says whether it is one
                     rows.append(row(BENCHMARK, f"Wyoming synthesize, a four-sentence reply (Piper en_US-joe-medium): time to the {what}",
                                     median(xa), median(xb), "s", "voice_agent", label, TARGET, lambda a_, b_, r: r <= 1.0,
-                                    ratio=paired_ratio(xa, xb), note=f"medians of {k} alternated pairs (means {sum(xa)/k*1000:.1f} vs {sum(xb)/k*1000:.1f} ms); audio {median([x[2] for x in a]):.2f} s "
+                                    ratio=paired_ratio(xa, xb), note=f"medians of {k} alternated pairs (means {sum(xa)/k*1000:.1f} vs {sum(xb)/k*1000:.1f} ms; A/B 95% interval "
+                                                                      f"{'-' if ci is None else f'{ci[0]:.3f}-{ci[1]:.3f}'}, A faster in {sum(x < y for x, y in zip(xa, xb))} of {k}); audio {median([x[2] for x in a]):.2f} s "
                                                                       f"vs {median([x[2] for x in b]):.2f} s"))
             peer.stop(); servers.pop(kind)
         details["status"] = "measured"

@@ -81,6 +81,16 @@ def paired_ratio(a: list, b: list) -> float|None:
     return median([x/y for x, y in zip(a, b) if x is not None and y])
 
 
+def ratio_interval(a: list, b: list, level: float=0.95, draws: int=4000, seed: int=0) -> tuple[float, float]|None:
+    "A bootstrap interval (`level`) of `paired_ratio(a, b)`: the pairs resampled with replacement. An interval holding 1.0 is a tie at this sample size."
+    import random
+    r = [x/y for x, y in zip(a, b) if x is not None and y]
+    if len(r) < 5: return None
+    rng = random.Random(seed)
+    meds = sorted(median([rng.choice(r) for _ in r]) for _ in range(draws))
+    return meds[int(draws*(1 - level)/2)], meds[int(draws*(1 + level)/2) - 1]
+
+
 def paired_diff(a: list, b: list) -> float|None:
     "Median of A_i - B_i over runs made side by side."
     return median([x - y for x, y in zip(a, b) if x is not None and y is not None])
