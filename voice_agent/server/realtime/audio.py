@@ -12,8 +12,8 @@ from ...vad import TurnDetector, VADParams
 from .protocol import RATE
 
 # %% auto #0
-__all__ = ['DELTA_MS', 'SENTENCE_END', 'CLAUSE_CHARS', 'FIRST_CLAUSE_CHARS', 'pcm_float', 'to_16k', 'InputAudio', 'pcm_deltas',
-           'delta_ms', 'cut_sentences']
+__all__ = ['DELTA_MS', 'SENTENCE_END', 'CLAUSE_CHARS', 'FIRST_CLAUSE_CHARS', 'LOOP_REPEATS', 'LOOP_WORDS', 'pcm_float', 'to_16k',
+           'InputAudio', 'pcm_deltas', 'delta_ms', 'cut_sentences', 'loop_start']
 
 # %% ../../../nbs/09ka2_realtime_audio.ipynb #764430c0
 def pcm_float(pcm: np.ndarray) -> np.ndarray:
@@ -140,3 +140,16 @@ def cut_sentences(text: str,
         if i <= 0 and len(rest) > 2*clause: i = rest.rstrip().rfind(" ")  # a run-on: its words so far (the last may be incomplete)
         if i > 0: out.append(rest[:i+1].strip()); rest = rest[i+1:].lstrip()
     return out, rest
+
+# %% ../../../nbs/09ka2_realtime_audio.ipynb #439de9d5
+LOOP_REPEATS, LOOP_WORDS = 3, 8  # a run of 2-8 words said 3 times in a row is a loop
+
+def loop_start(text: str) -> int|None:
+    "Where `text`'s closing loop begins to repeat (the end of its first run): its last words are a run of 2-`LOOP_WORDS` words said `LOOP_REPEATS` times in a row. None when they are not."
+    spans = [(m.start(), re.sub(r"[^\w']", "", m.group()).lower()) for m in re.finditer(r"\S+", text)]
+    w = [x for _, x in spans]
+    for p in range(2, LOOP_WORDS + 1):
+        if len(w) < LOOP_REPEATS*p: break
+        if all(w[len(w) - (i + 1)*p:len(w) - i*p] == w[-p:] for i in range(1, LOOP_REPEATS)):
+            return spans[len(w) - (LOOP_REPEATS - 1)*p][0]
+    return None

@@ -15,7 +15,7 @@ from ..slots import ModelSlot, stream_on_slot
 import numpy as np
 from .protocol import RATE, ProtocolError, error_event, event, new_id, shown
 from .response_create import check_response
-from .audio import CLAUSE_CHARS, FIRST_CLAUSE_CHARS, cut_sentences, pcm_deltas
+from .audio import CLAUSE_CHARS, FIRST_CLAUSE_CHARS, cut_sentences, loop_start, pcm_deltas
 from .formats import format_ms, g711_deltas
 from .context import conversation_messages, fit_context, llm_tools
 from .session import RealtimeResponse, RealtimeSession, handles
@@ -203,6 +203,11 @@ async def generate(self: RealtimeSession, r: RealtimeResponse, item: dict, messa
                 unsent.append(val)
                 if r.opened.is_set(): await flush()
                 continue
+            if (k := loop_start(r.text)) is not None:  # a spoken reply going round in circles stops where the loop began
+                logger.info(f"realtime {r.id}: the LLM repeats itself ({shown(r.text[k:], 60)}): the reply stops at {shown(r.text[:k].strip()[-60:], 70)}")
+                pending = (pending + val)[:max(0, len(pending + val) - (len(r.text) - k))]  # what is already cut and queued stays
+                r.text = r.text[:k]
+                break
             done, pending = cut_sentences(pending + val, CLAUSE_CHARS if r.held else FIRST_CLAUSE_CHARS)
             if done and not r.held:  # the first sentence: the LLM waits until it is synthesized
                 r.held = True; r.llm_go.clear(); r.marks["written"] = time.monotonic()
