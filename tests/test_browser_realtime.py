@@ -162,7 +162,7 @@ def test_realtime_panel_answers_the_microphone(lab, work, microphone, model_serv
             realtime_sockets = [s for s in sockets if s.startswith(url.replace("http://", "ws://") + "/v1/realtime")]
             if transport == "webrtc":
                 assert not realtime_sockets, sockets
-                expect(panel).to_contain_text("(WebRTC)", timeout=10_000)
+                expect(panel).to_contain_text(url + "/v1/realtime/calls (WebRTC)", timeout=10_000)  # the call's URL, not a socket's
             else:
                 assert realtime_sockets, sockets
                 expect(panel).to_contain_text("(WebSocket)", timeout=10_000)

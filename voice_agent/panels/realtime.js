@@ -410,7 +410,8 @@ function render({ model, el }) {
   const update = (levelOnly) => {
     level.style.width = `${Math.min(100, Math.round(Math.sqrt(c.level)*140))}%`;
     if (levelOnly === true) return;
-    head.lastChild.textContent = ` · ${model.get("url")}${c.via ? ` (${c.via === "webrtc" ? "WebRTC" : "WebSocket"})` : ""}`;
+    const url = c.via === "webrtc" ? callsUrl(model.get("url")) : model.get("url");  // where the panel talks to: the call's URL over WebRTC
+    head.lastChild.textContent = ` · ${url}${c.via ? ` (${c.via === "webrtc" ? "WebRTC" : "WebSocket"})` : ""}`;
     const on = c.state !== "off";
     button.textContent = on ? "■ Stop" : "● Start"; button.title = on ? "Stop: close the microphone and end the conversation"
       : "Start a conversation: the browser asks for the microphone the first time";
