@@ -4,7 +4,7 @@
 
 # %% ../../nbs/09m_server_wyoming.ipynb #c0ee4c1e
 from __future__ import annotations
-import asyncio, json, re, time, uuid, weakref
+import asyncio, contextlib, json, re, time, uuid, weakref
 from collections import OrderedDict
 import numpy as np
 from fastcore.basics import patch
@@ -25,6 +25,7 @@ from .errors import ApiError
 from .generation import check_text
 from .slots import ModelSlot, ServerState, model_error, resolve_model, stream_on_slot
 from .speech import speech_pieces
+from .realtime.audio import loop_start
 from .realtime.context import fit_context
 
 # %% auto #0
@@ -366,13 +367,16 @@ async def on_synthesize(self: WyomingHandler, e: Event):
     await self.send(AudioStop().event())
 
 # %% ../../nbs/09m_server_wyoming.ipynb #502fcdc5
-def answer(model, # the LLM
-           messages: list[dict], # the conversation, the user's turn last
-           max_new_tokens: int, # the reply's budget
-          ) -> tuple[object, int]: # the reply, and how many of the oldest messages were left out to fit
-    "On the LLM's thread: the reply to the conversation, as much of it as fits the model's context."
-    msgs, dropped = fit_context(model, messages, max_new_tokens, head=0)
-    return model.chat(msgs, max_new_tokens=max_new_tokens), dropped
+def answer(model, messages: list[dict], # the LLM, and the conversation with the user's turn last
+           max_new_tokens: int) -> tuple[str, dict, int]: # the reply, its usage, how many of the oldest messages were left out
+    "On the LLM's thread: the reply, as much of the conversation as fits read; stopped where it goes round in circles (`loop_start`)."
+    (msgs, dropped), usage, text = fit_context(model, messages, max_new_tokens, head=0), {}, ""
+    with contextlib.closing(model.stream_chat(msgs, usage=usage, max_new_tokens=max_new_tokens)) as pieces:  # closed: the LLM stops
+        for p in (p for p in pieces if isinstance(p, str)):
+            if (k := loop_start(text := text + p)) is not None:  # Home Assistant would speak every word of it
+                logger.info(f"wyoming: the LLM repeats itself ({text[k:][:60]!r}): the reply stops at {text[:k].strip()[-60:]!r}")
+                text = text[:k].rstrip(); break
+    return text, usage, dropped
 
 @serves("transcript")
 async def on_transcript(self: WyomingHandler, e: Event):
@@ -386,14 +390,14 @@ async def on_transcript(self: WyomingHandler, e: Event):
     store, slot = conversations(self.st), self.st.slots["llm"]
     model = slot.require()
     messages = store.get(cid, []) + [{"role": "user", "content": text}]
-    try: reply, dropped = await slot.run(answer, model, messages, self.settings.max_new_tokens, wait_s=WAIT_S)
+    try: reply, usage, dropped = await slot.run(answer, model, messages, self.settings.max_new_tokens, wait_s=WAIT_S)
     except Exception as x: raise model_error(slot.label, x) from None
     m = self.st.metrics
-    m.prompt_tokens.inc(getattr(reply, "prompt_tokens", 0) or 0); m.tokens.inc(getattr(reply, "completion_tokens", 0) or 0)
-    store[cid] = messages[dropped:] + [{"role": "assistant", "content": reply.text}]
+    m.prompt_tokens.inc(usage.get("prompt_tokens") or 0); m.tokens.inc(usage.get("completion_tokens") or 0)
+    store[cid] = messages[dropped:] + [{"role": "assistant", "content": reply}]
     store.move_to_end(cid)
     while len(store) > MAX_CONVERSATIONS: store.popitem(last=False)
-    await self.send(Handled(text=reply.text.strip(), context={"conversation_id": cid}).event())
+    await self.send(Handled(text=reply.strip(), context={"conversation_id": cid}).event())
 
 # %% ../../nbs/09m_server_wyoming.ipynb #af5d7776
 @patch
