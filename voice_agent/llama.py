@@ -12,8 +12,8 @@ from .formats import gguf_file  # re-exported: the LLM and the docs import it fr
 
 
 # %% auto #0
-__all__ = ['llama_cpp_skip_reason', 'llama_chat_formatter', 'llama_options', 'common_prefix', 'PromptCache', 'llama_state',
-           'set_llama_state', 'switch_conversation']
+__all__ = ['READ_AHEAD_CHUNK', 'llama_cpp_skip_reason', 'llama_chat_formatter', 'llama_options', 'common_prefix', 'PromptCache',
+           'llama_state', 'set_llama_state', 'switch_conversation', 'read_ahead']
 
 # %% ../nbs/05d_llama.ipynb #807b7f27
 def llama_cpp_skip_reason(gguf: Path|None, # `gguf_file(path)`
@@ -112,3 +112,18 @@ def switch_conversation(model, cache: PromptCache|None, prompt: list[int],
     if len(live) - shared > keep_after and getattr(model, "voice_agent_live_turns", 0) >= 2: cache.put(live, llama_state(model))
     model.voice_agent_live_turns = turns
     if got := cache.take(prompt, more_than=shared + keep_after): set_llama_state(model, got[0], got[1])
+
+# %% ../nbs/05d_llama.ipynb #9e7bea8a
+READ_AHEAD_CHUNK = 8  # tokens `read_ahead` reads at a time (~30 ms of SmolLM2-135M on 2 cores): how long a waiting request may wait
+
+def read_ahead(model, cache: PromptCache|None, tokens: list[int], # the start of a prompt to come
+               turns: int, # the user turns in its conversation
+               give_way=lambda: False, # true when a request waits for the model: stop before the next chunk
+              ) -> int: # tokens read
+    "Read `tokens` into llama.cpp's cache after the part of them it holds already, a chunk at a time; stop when `give_way()`."
+    switch_conversation(model, cache, tokens, turns)
+    model.n_tokens = n = common_prefix(model.input_ids[:model.n_tokens].tolist(), tokens)  # eval drops what follows
+    for i in range(n, len(tokens), READ_AHEAD_CHUNK):
+        if give_way(): return i - n
+        model.eval(tokens[i:i + READ_AHEAD_CHUNK])
+    return len(tokens) - n

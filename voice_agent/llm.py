@@ -18,12 +18,12 @@ from .tools import (GRAMMAR_MAX_REPEAT, GRAMMAR_REPEAT_BUDGET, PATTERN_MAX_REPEA
     check_tool_schemas, generic_tool_messages, grammar_schema, has_tool_turns, parse_tool_call, schema_error,
     schema_validator, split_tool_calls, template_tool_messages, tool_choice_mode, tool_names, tool_stream, with_calls)
 from .llama import (PromptCache, common_prefix, gguf_file, llama_chat_formatter, llama_cpp_skip_reason,
-    llama_options, llama_state, set_llama_state, switch_conversation)
+    llama_options, llama_state, read_ahead, set_llama_state, switch_conversation)
 
 # %% auto #0
-__all__ = ['chat', 'generate_reply', 'cuda_skip_reason', 'bnb_skip_reason', 'NotOnGPU', 'placement', 'placement_text',
-           'require_gpu_only', 'OpenSourceLLM', 'prompt_text', 'template_traits', 'tool_plan', 'context_size',
-           'tool_grammar']
+__all__ = ['chat', 'generate_reply', 'AHEAD_MARK', 'cuda_skip_reason', 'bnb_skip_reason', 'NotOnGPU', 'placement',
+           'placement_text', 'require_gpu_only', 'OpenSourceLLM', 'prompt_text', 'template_traits', 'tool_plan',
+           'context_size', 'tool_grammar']
 
 # %% ../nbs/06a_llm.ipynb #7a6e7a28
 def cuda_skip_reason(device: str, # the device asked for: "cpu" rules CUDA out
@@ -402,6 +402,21 @@ def _llama_generate(self: OpenSourceLLM, messages: list[dict], kw: dict, usage: 
             if c.get("text"): yield c["text"]
             if c.get("finish_reason"): usage["finish_reason"] = c["finish_reason"]
     finally: it.close()
+
+# %% ../nbs/06a_llm.ipynb #c9f2222d
+AHEAD_MARK = "⟨⟨read ahead⟩⟩"  # where the user's words so far end in the rendered prompt (cut there, never read)
+
+@patch
+def prefill(self: OpenSourceLLM, messages: list[dict], # the conversation to come, the user's turn last: the words so far ("" for none yet)
+            give_way=lambda: False, # true when a request waits for the model: stop there
+           ) -> int: # tokens read (0 on transformers, or when the cache held them)
+    "llama.cpp: read the prompt `messages` will start with, up to the user's words so far, into the cache (`read_ahead`)."
+    if self.engine != "llama.cpp" or not messages or messages[-1].get("role") != "user": return 0
+    msgs = with_system_prompt(messages[:-1] + [{**messages[-1], "content": messages[-1]["content"] + AHEAD_MARK}], self.settings.system_prompt)
+    f = self.chat_formatter(messages=msgs)
+    if (end := f.prompt.rfind(AHEAD_MARK)) < 0: return 0
+    tokens = self.model.tokenize(f.prompt[:end].encode("utf-8"), add_bos=not f.added_special, special=True)[:-1]  # the last may join the next word
+    return read_ahead(self.model, getattr(self.model, "voice_agent_prompt_cache", None), tokens, sum(m.get("role") == "user" for m in msgs), give_way)
 
 # %% ../nbs/06a_llm.ipynb #bca27c65
 def tool_grammar(self: OpenSourceLLM, schema: dict, # `call_schema` of the forced tools

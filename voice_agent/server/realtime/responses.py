@@ -266,6 +266,7 @@ async def finish(self: RealtimeSession, r: RealtimeResponse, item: dict, status:
     try: await self._finish(r, item, status, details)
     finally:
         if self.response is r: self.response = None
+    if r.conversation: self.read_ahead("")  # the next turn's prompt starts with this one
 
 @patch
 async def _finish(self: RealtimeSession, r: RealtimeResponse, item: dict, status: str, details: dict|None):
@@ -279,6 +280,29 @@ async def _finish(self: RealtimeSession, r: RealtimeResponse, item: dict, status
     if not r.conversation: return
     await self.forget_oldest()
     self.idle_from = self.audio.end + self.audio.samples(max(0, int(r.audio_ms) - r.played_ms()))  # where its audio ends playing
+
+# %% ../../../nbs/09ka6_realtime_responses.ipynb #85d911f7
+def _quiet(task: asyncio.Future):
+    "Log, at debug level, why a read-ahead failed: it only loses the head start."
+    if not task.cancelled() and (x := task.exception()): logger.debug(f"realtime: reading the next prompt ahead failed ({one_line(x)})")
+
+@patch
+def read_ahead(self: RealtimeSession, words: str): # what the user has said so far of the turn to come ("" before they speak)
+    "If the LLM is idle: read the next turn's prompt, the conversation and `words`, into its cache (not with tools: their prompt differs)."
+    llm = self.st.slots["llm"]
+    if llm.state != "ready" or llm.in_flight or (getattr(self, "ahead", None) and not self.ahead.done()): return
+    model = llm.require()
+    if not hasattr(model, "prefill"): return
+    messages, ids = conversation_messages(self.items, self.config["instructions"], self.cut)
+    messages.append({"role": "user", "content": words})
+    if llm_tools(self.config["tools"], self.config["tool_choice"], messages): return
+    n, cap, truncation = self.settings.max_new_tokens, self.config["max_output_tokens"], self.config["truncation"]
+    n = n if cap == "inf" else min(int(cap), n)
+    def work():  # on the LLM's thread; stops before the next few tokens when a request waits
+        kept, _ = fit_context(model, messages, n, len(messages) - len(ids) - 1, {}, truncation)
+        return model.prefill(kept, give_way=lambda: llm.in_flight > 1)
+    self.ahead = asyncio.ensure_future(llm.run(work))
+    self.ahead.add_done_callback(_quiet)
 
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #9898bfdd
 @patch
