@@ -22,7 +22,7 @@ from .session import RealtimeResponse, RealtimeSession, handles
 from .items import spoken_before
 
 # %% auto #0
-__all__ = ['IDLE_NOTE', 'GaveWay', 'llm_pieces', 'speak_sentence', 'on_response_create', 'on_response_cancel']
+__all__ = ['IDLE_NOTE', 'GaveWay', 'llm_pieces', 'speak_sentence', 'on_response_create', 'on_response_cancel', 'reply_budget']
 
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #49d8ff1b
 class GaveWay(Exception):
@@ -170,6 +170,10 @@ async def refuse_call(self: RealtimeSession, call: ToolCall):
         'the call with tool_choice "required" or {"type": "function", "name": ...}, which makes its arguments follow the schema', "invalid_tool_call", "tools", "server_error")))
 
 # %% ../../../nbs/09ka6_realtime_responses.ipynb #3aa7dddd
+def reply_budget(settings, max_tokens) -> int:
+    "The tokens a reply may take: its `max_output_tokens` (\"inf\": none of its own) within `MODEL_SERVER_MAX_NEW_TOKENS`."
+    return settings.max_new_tokens if max_tokens == "inf" else min(int(max_tokens), settings.max_new_tokens)
+
 @patch
 async def generate(self: RealtimeSession, r: RealtimeResponse, item: dict, messages: list[dict],
                    head: int=0, # leading messages always read (the instructions)
@@ -178,7 +182,7 @@ async def generate(self: RealtimeSession, r: RealtimeResponse, item: dict, messa
     "The LLM's reply, streamed as text deltas or as sentences of speech (computed at once, sent once the response is released)."
     llm, tts = self.st.slots["llm"], self.st.slots["tts"]
     model, tts_model = llm.require(), (tts.require() if r.audio else None)
-    n = self.settings.max_new_tokens if r.max_tokens == "inf" else min(int(r.max_tokens), self.settings.max_new_tokens)
+    n = reply_budget(self.settings, r.max_tokens)
     ids = dict(response_id=r.id, item_id=item["id"], output_index=0, content_index=0)
     usage, count, unsent, calls, tools = {}, 0, [], [], tools or {}
     def make():  # on the LLM's thread
@@ -296,8 +300,7 @@ def read_ahead(self: RealtimeSession, words: str): # what the user has said so f
     messages, ids = conversation_messages(self.items, self.config["instructions"], self.cut)
     messages.append({"role": "user", "content": words})
     if llm_tools(self.config["tools"], self.config["tool_choice"], messages): return
-    n, cap, truncation = self.settings.max_new_tokens, self.config["max_output_tokens"], self.config["truncation"]
-    n = n if cap == "inf" else min(int(cap), n)
+    n, truncation = reply_budget(self.settings, self.config["max_output_tokens"]), self.config["truncation"]
     def work():  # on the LLM's thread; stops before the next few tokens when a request waits
         kept, _ = fit_context(model, messages, n, len(messages) - len(ids) - 1, {}, truncation)
         return model.prefill(kept, give_way=lambda: llm.in_flight > 1)
