@@ -241,4 +241,5 @@ def test_full_queue_waits(tmp_path):
         refused = [l for l in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines()
                    if l.startswith('voice_agent_rejected_requests_total{kind="stt",reason="queue_full"}')]
         assert all(float(l.split()[-1]) == 0 for l in refused), refused  # none refused (no line: never counted)
+        assert 'voice_agent_model_queue_waiting{kind="stt"} 0.0' in httpx.get(f"http://127.0.0.1:{port}/metrics").text  # none left waiting
     finally: stop(proc)

@@ -28,6 +28,8 @@ class Metrics:
                                   ["kind", "model", "strategy", "device"], registry=r)
         self.up = Gauge("voice_agent_model_up", "1 when the model is loaded and serving", ["kind"], registry=r)
         self.queue = Gauge("voice_agent_model_queue", "Requests running or waiting per model", ["kind"], registry=r)
+        self.waiting = Gauge("voice_agent_model_queue_waiting", "Spoken turns waiting for a place in a full model queue (not yet in "
+                             "voice_agent_model_queue), per model", ["kind"], registry=r)
         self.rejected = Counter("voice_agent_rejected_requests", "Requests refused before reaching a model", ["kind", "reason"], registry=r)
         self.first_audio = Histogram("voice_agent_realtime_first_audio_seconds",
                                      "Realtime turns: from the end of the user's speech (as the VAD placed it) to the reply's first audio sent",

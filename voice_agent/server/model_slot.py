@@ -63,7 +63,7 @@ class ModelSlot:
         self.loaded_at, self.in_flight, self.closed = None, 0, False
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"voice_agent-{kind}")  # its thread starts with the first call
-        metrics.up.labels(kind).set(0); metrics.queue.labels(kind).set(0)
+        metrics.up.labels(kind).set(0); metrics.queue.labels(kind).set(0); metrics.waiting.labels(kind).set(0)
 
     def set_ready(self, model, seconds: float|None=None):
         "Serve `model` from now on."
@@ -151,13 +151,16 @@ ADMIT_POLL_S = 0.02  # how often a call waiting for a place in a full queue look
 async def admit_within(self: ModelSlot, wait_s: float, # how long to wait for a place in a full queue (0: `admit`)
                       ):
     "`admit`, waiting up to `wait_s` for a place when the queue is full (logged once), then the same 503. For work a person has finished giving and no client will retry (a spoken turn over the realtime API or Wyoming); HTTP requests are refused at once, with `Retry-After`."
-    deadline, said = time.monotonic() + wait_s, False
-    while not self._try_admit():
-        if time.monotonic() + ADMIT_POLL_S > deadline: return self.admit()  # the refusal, counted once
-        if not said:
-            logger.info(f"{self.label}: the queue is full (MODEL_SERVER_MAX_QUEUE={self.settings.max_queue}); a call waits for a place, up to {wait_s:g} s")
-            said = True
-        await asyncio.sleep(ADMIT_POLL_S)
+    deadline, waiting = time.monotonic() + wait_s, None
+    try:
+        while not self._try_admit():
+            if time.monotonic() + ADMIT_POLL_S > deadline: return self.admit()  # the refusal, counted once
+            if waiting is None:  # logged once, and shown in /metrics while it waits
+                logger.info(f"{self.label}: the queue is full (MODEL_SERVER_MAX_QUEUE={self.settings.max_queue}); a call waits for a place, up to {wait_s:g} s")
+                (waiting := self.metrics.waiting.labels(self.kind)).inc()
+            await asyncio.sleep(ADMIT_POLL_S)
+    finally:
+        if waiting is not None: waiting.dec()
 
 @patch
 def _start(self: ModelSlot, fn: Callable, *args, **kw) -> Future:
