@@ -69,6 +69,7 @@ async def stream_on_slot(slot: ModelSlot, # the slot whose thread runs the gener
             room.release()
             yield val
             kind, val = await q.get()
+        await asyncio.wrap_future(fut)  # the worker returns right after its last put: once the stream ends, the slot is free (`in_flight`)
         if kind == "error": raise val
     finally:  # the end, an error, or the reader left (aclose, cancelled): stop the worker, wake it if it waits for room
         stop.set(); room.release()
