@@ -29,7 +29,7 @@ FLOORS = [
     ("slots face", ["server.slots"]),
     ("server services", ["server.speech", "server.deps"]),
     ("realtime engine", ["server.realtime", "server.realtime.*"]),
-    ("routers", ["server.routers", "server.routers.*", "server.wyoming"]),   # the HTTP routes; Wyoming (Home Assistant) beside them
+    ("routers", ["server.routers", "server.routers.*", "server.wyoming", "server.wyoming_*"]),   # the HTTP routes; Wyoming (Home Assistant) beside them
     ("app", ["server.app", "server", "model_server"]),
     ("deployments and front ends", ["ray", "ray.*", "ray_serve", "panels", "panels.*", "widgets", "realtime_panel", "cli", "testing"]),
 ]

@@ -2,7 +2,8 @@
 own client (`AsyncTcpClient`) over a TCP socket.
 
 espeak-ng's question streamed in chunks -> `transcript`; `synthesize` -> audio that Whisper (over HTTP) hears back;
-the conversation (`handle`) service answers "Paris" to the capital of France; a malformed line, a bad event and a client
+an LLM's reply streamed word by word as Home Assistant streams it (`synthesize-start`, `synthesize-chunk`...,
+`synthesize-stop`) is heard before its last word is sent; the conversation (`handle`) service answers "Paris" to the capital of France; a malformed line, a bad event and a client
 that vanishes mid-audio (and mid-speech) leave the server healthy and the connection usable; an API key without
 `--allow-public` refuses the Wyoming port. Run with `pytest -s` to see what was heard and said.
 """
@@ -19,7 +20,7 @@ from wyoming.event import Event
 from wyoming.handle import Handled
 from wyoming.info import Describe, Info
 from wyoming.ping import Ping
-from wyoming.tts import Synthesize, SynthesizeVoice
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 from suite import server_env, start, stop
 from voice_agent.audio import resample
 from voice_agent.testing import espeak_pcm, free_port, transcribe, voice_agent_cmd
@@ -133,6 +134,55 @@ def test_synthesize_heard_back(server):
     heard = transcribe(http, resample(x, rate, 16000), 16000, language="en")
     print(f"[wyoming] Whisper heard {heard!r}")
     assert word_accuracy(said, heard) >= 0.7, heard
+
+
+def test_streamed_synthesis(server):
+    "An LLM's reply streamed word by word, as Home Assistant sends it: its first sentence is heard before the last word is sent; one audio, then synthesize-stopped; Whisper hears it; a client that leaves mid-stream stops it."
+    from voice_agent.stt import word_accuracy
+    url, wport, http, proc = server
+    said = "The capital of France is Paris. It is known for the Eiffel Tower, its museums and its food."
+    async def go():
+        async with AsyncTcpClient("127.0.0.1", wport) as c:
+            t0, sent = time.perf_counter(), {}
+            async def write():  # as Home Assistant writes: start, the reply as the LLM makes it (~25 words/s), the whole text again, stop
+                await c.write_event(SynthesizeStart(voice=SynthesizeVoice(name="alloy")).event())
+                for w in said.split(" "):
+                    await c.write_event(SynthesizeChunk(text=w + " ").event()); await asyncio.sleep(0.04)
+                sent["last"] = time.perf_counter() - t0
+                await c.write_event(Synthesize(text=said, voice=SynthesizeVoice(name="alloy")).event())
+                await c.write_event(SynthesizeStop().event())
+            writer = asyncio.ensure_future(write())
+            out, times = [], []
+            while True:
+                e = await asyncio.wait_for(c.read_event(), 120)
+                out.append(e); times.append(time.perf_counter() - t0)
+                if e.type in ("synthesize-stopped", "error"): break
+            await writer
+            return out, times, sent["last"]
+    events, times, last = run(go())
+    types = [e.type for e in events]
+    assert [t for t in types if t != "audio-chunk"] == ["audio-start", "audio-stop", "synthesize-stopped"], types[:5]
+    first = times[types.index("audio-chunk")]
+    rate = events[0].data["rate"]
+    x = np.frombuffer(b"".join(e.payload for e in events if e.type == "audio-chunk"), "<i2").astype(np.float32)/32768
+    print(f"\n[wyoming] streamed: the last word sent at {last:.2f} s, the first audio at {first:.2f} s, "
+          f"{len(x)/rate:.2f} s of speech, synthesize-stopped at {times[-1]:.2f} s")
+    assert first < last, (first, last)  # the first sentence is spoken while the rest of the reply is still coming
+    heard = transcribe(http, resample(x, rate, 16000), 16000, language="en")
+    print(f"[wyoming] Whisper heard {heard!r}")
+    assert word_accuracy(said, heard) >= 0.7, heard  # said once: the whole text sent again inside the stream is not spoken
+
+    async def vanish_mid_stream():
+        async with AsyncTcpClient("127.0.0.1", wport) as c:
+            await c.write_event(SynthesizeStart().event())
+            await c.write_event(SynthesizeChunk(text=" ".join(f"This is sentence number {i}." for i in range(30))).event())
+            await read_until(c, "audio-chunk")
+            c._writer.transport.abort()
+    run(vanish_mid_stream())
+    deadline = time.monotonic() + 30
+    while 'voice_agent_model_queue{kind="tts"} 0.0' not in http.get("/metrics").text and time.monotonic() < deadline: time.sleep(0.2)
+    assert 'voice_agent_model_queue{kind="tts"} 0.0' in http.get("/metrics").text  # the stream's sentences stopped with it
+    assert proc.poll() is None and http.get("/health/ready").status_code == 200
 
 
 def test_handle_answers_paris(server):
