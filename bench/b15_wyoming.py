@@ -14,7 +14,11 @@ compute type, threads, beam size); its `--sentence-silence` is our pause between
 One client loop for all three, the `wyoming` package's `AsyncTcpClient`, a fresh connection per request (as Home
 Assistant connects): transcribe = `transcribe` + `audio-start` + the audio in chunks of 1024 samples (16 kHz 16-bit
 mono: nobody resamples) + `audio-stop`, timed from `audio-stop` sent to `transcript` read, on espeak-ng speech of ~4 s
-and ~28 s; synthesize = one `synthesize` of a four-sentence reply, timed to the first `audio-chunk` and to `audio-stop`.
+and ~28 s; synthesize = one `synthesize` of a four-sentence reply, timed to the first `audio-chunk` and to `audio-stop`;
+streamed synthesis (Home Assistant 2025.7+: `synthesize-start`, the reply a word at a time every `WORD_S` as an LLM writes
+it, the whole text again in a `synthesize`, `synthesize-stop`), timed from the first word sent to the first
+`audio-chunk`, and from the last word sent to `synthesize-stopped`, on the four-sentence reply and on one whose first
+sentence is long (`LONG_FIRST`).
 A and B alternate (A B B A ...); one warm-up of each request on each server first (the peers load their model on it),
 and each timed request right after an untimed one to the same server: the two servers share 2 cores, and a request that
 follows the other server's takes ~30 ms longer on either side (measured: the first chunk 73-91 ms after a request to the
@@ -34,6 +38,9 @@ TARGET = "A/B ≤ 1.0"
 REPLY = ("The capital of France is Paris. It is known for the Eiffel Tower and its museums. "
          "About two million people live in the city itself. Would you like to know more?")
 CHUNK = 1024  # samples per audio-chunk sent
+LONG_FIRST = ("Well, the capital of France, which is also its largest city and one of the most visited places in the world, is Paris. "
+              "Would you like to know more?")  # a reply whose first sentence is long (LLMs write them)
+WORD_S = 0.04  # a streamed reply's pace: a word every 40 ms (~25 words/s, a local LLM's)
 
 
 def repeats(cfg: dict) -> int:
@@ -108,6 +115,36 @@ async def _synthesize(port: int, text: str) -> tuple[float, float, float]:
         raise RuntimeError("the server closed the connection before audio-stop")
 
 
+async def _synthesize_streamed(port: int, text: str, word_s: float=WORD_S) -> tuple[float, float, float]:
+    "Streamed as Home Assistant streams an LLM's reply: (seconds from the first word sent to the first audio-chunk, from the last word sent to synthesize-stopped, seconds of audio)."
+    from wyoming.client import AsyncTcpClient
+    from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
+    async with AsyncTcpClient("127.0.0.1", port) as c:
+        sent = {}
+        async def write():
+            await c.write_event(SynthesizeStart().event())
+            words = text.split(" ")
+            for i, w in enumerate(words):
+                await c.write_event(SynthesizeChunk(text=w + (" " if i < len(words) - 1 else "")).event())
+                sent.setdefault("first", time.perf_counter()); sent["last"] = time.perf_counter()
+                await asyncio.sleep(word_s)
+            await c.write_event(Synthesize(text=text).event())
+            await c.write_event(SynthesizeStop().event())
+        writer, first, samples, rate = asyncio.ensure_future(write()), None, 0, 1
+        try:
+            while (e := await asyncio.wait_for(c.read_event(), 300)) is not None:
+                if e.type == "audio-start": rate = e.data["rate"]
+                elif e.type == "audio-chunk":
+                    if first is None: first = time.perf_counter()
+                    samples += len(e.payload or b"")//2
+                elif e.type == "synthesize-stopped":
+                    await writer
+                    return first - sent["first"], time.perf_counter() - sent["last"], samples/rate
+                elif e.type == "error": raise RuntimeError(f"error event: {e.data}")
+        finally: writer.cancel()
+        raise RuntimeError("the server closed the connection before synthesize-stopped")
+
+
 async def _describe(port: int) -> dict:
     from wyoming.client import AsyncTcpClient
     from wyoming.info import Describe
@@ -136,6 +173,7 @@ class Peer:
 
     def transcribe(self, pcm: bytes) -> tuple[float, str]: return asyncio.run(_transcribe(self.port, pcm))
     def synthesize(self, text: str) -> tuple[float, float, float]: return asyncio.run(_synthesize(self.port, text))
+    def synthesize_streamed(self, text: str) -> tuple[float, float, float]: return asyncio.run(_synthesize_streamed(self.port, text))
     def stop(self): kill_group(self.p)
 
 
@@ -155,7 +193,8 @@ def our_server(log_dir: Path) -> Peer:
 
 # %% the benchmark
 def skipped_rows(kind: str, why: str) -> list:
-    what = ["transcribe ~4 s", "transcribe ~28 s"] if kind == "stt" else ["synthesize: first chunk", "synthesize: last chunk"]
+    what = ["transcribe ~4 s", "transcribe ~28 s"] if kind == "stt" else ["synthesize: first chunk", "synthesize: last chunk",
+                                                                          "streamed synthesis: first chunk", "streamed synthesis: stopped"]
     return [row(BENCHMARK, f"{w}: skipped: {why}", None, None, "s", "voice_agent", PEERS[kind][0].split("==")[0], TARGET,
                 lambda a, b, r: None, note=f"skipped: {why}") for w in what]
 
@@ -239,6 +278,19 @@ def run(cfg: dict, device: str, log) -> dict:
                                     ratio=paired_ratio(xa, xb), note=f"medians of {k} alternated pairs (means {sum(xa)/k*1000:.1f} vs {sum(xb)/k*1000:.1f} ms; A/B 95% interval "
                                                                       f"{'-' if ci is None else f'{ci[0]:.3f}-{ci[1]:.3f}'}, A faster in {sum(x < y for x, y in zip(xa, xb))} of {k}); audio {median([x[2] for x in a]):.2f} s "
                                                                       f"vs {median([x[2] for x in b]):.2f} s"))
+                for name, text in (("four sentences", REPLY), ("a long first sentence", LONG_FIRST)):
+                    ours.synthesize_streamed(text); peer.synthesize_streamed(text)
+                    k = 2*n  # each takes the reply's words' time (~0.7 s): twice the pairs, not three times
+                    a, b = alternate(ours, peer, k, lambda s: s.synthesize_streamed(text))
+                    details["runs"][f"streamed {name}"] = {"voice_agent": a, "peer": b}
+                    for i, what in ((0, "first word sent -> first audio-chunk"), (1, "last word sent -> synthesize-stopped")):
+                        xa, xb = [x[i] for x in a], [x[i] for x in b]
+                        ci = ratio_interval(xa, xb)
+                        rows.append(row(BENCHMARK, f"Wyoming streamed synthesis, {name}, a word every {WORD_S*1000:.0f} ms: {what}",
+                                        median(xa), median(xb), "s", "voice_agent", label, TARGET, lambda a_, b_, r: r <= 1.0,
+                                        ratio=paired_ratio(xa, xb), note=f"medians of {k} alternated pairs (A/B 95% interval "
+                                                                          f"{'-' if ci is None else f'{ci[0]:.3f}-{ci[1]:.3f}'}, A faster in {sum(x < y for x, y in zip(xa, xb))} of {k}); audio {median([x[2] for x in a]):.2f} s "
+                                                                          f"vs {median([x[2] for x in b]):.2f} s"))
             peer.stop(); servers.pop(kind)
         details["status"] = "measured"
         return {"wyoming": {"rows": rows, "details": details}}

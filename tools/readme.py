@@ -20,7 +20,10 @@ PROC = ("import shutil, nbdev.quarto as q\n"
 
 
 def proc_nbs(timeout: float=900) -> subprocess.CompletedProcess:
-    "Run `nbdev_proc_nbs` (notebooks -> `_proc/`, only those changed since the last run) without nbdev's Quarto installer."
+    """Run `nbdev_proc_nbs` (notebooks -> `_proc/`, only those changed since the last run) without nbdev's Quarto installer.
+    `_proc/index.ipynb` is made again every time: its cells' output comes from the package (the settings table is
+    `settings_table()`, read from `voice_agent/config.py`), which changes without the notebook changing."""
+    (ROOT/"_proc"/"index.ipynb").unlink(missing_ok=True)
     return subprocess.run([sys.executable, "-c", PROC], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 

@@ -93,6 +93,8 @@ def serve(profile: str="default", # which models: local (real small models, offl
     try:
         from voice_agent.model_server import check_bind
         check_bind(s)
+        from voice_agent.server.realtime.webrtc import ice_servers
+        ice_servers(s.webrtc_ice_servers)  # a misspelt STUN/TURN server: refused here, with the others
         if replicas and engine != "ray": raise ValueError("--llm-replicas, --stt-replicas and --tts-replicas need --engine ray")
         if engine == "ray" and s.wyoming_port: raise ValueError("--wyoming-port (MODEL_SERVER_WYOMING_PORT) is served by --engine single only")
         if engine == "ray":

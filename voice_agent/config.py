@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #f1101e33
 from __future__ import annotations
-import logging, os, tempfile
+import logging, os, re, tempfile
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
 from typing import Mapping
@@ -96,6 +96,7 @@ class Settings:
     realtime_max_buffer_seconds: float = 60.0   # MODEL_SERVER_REALTIME_MAX_BUFFER_SECONDS: input audio a realtime session may hold uncommitted
     realtime_idle_timeout: float = 300.0        # MODEL_SERVER_REALTIME_IDLE_TIMEOUT: seconds without a client event before a realtime session is closed
     realtime_silence_ms: int = 500              # MODEL_SERVER_REALTIME_SILENCE_MS: server_vad silence_duration_ms of sessions that set none (OpenAI: 500)
+    webrtc_ice_servers: str = field(default="", repr=False) # MODEL_SERVER_WEBRTC_ICE_SERVERS: STUN/TURN servers the WebRTC side (`/v1/realtime/calls`) gathers its addresses through, comma-separated: `stun:HOST[:PORT]`, `turn:USER:SECRET@HOST[:PORT]` (empty: this machine's own addresses only, enough on a LAN; behind NAT, as on a cloud VM, name a STUN server; an unreachable one delays each call's answer ~5 s)
     server_url: str = "http://127.0.0.1:8000"   # MODEL_SERVER_URL: where the client finds the server
     client_timeout: float = 120.0               # MODEL_SERVER_TIMEOUT: client timeout in seconds
     ray_address: str = ""                       # RAY_ADDRESS: the Ray cluster `serve --engine ray` joins (empty: start a local one, loopback only)
@@ -114,6 +115,7 @@ class Settings:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
         d["hub_cache"] = str(self.hub_cache)
         if d["api_key"]: d["api_key"] = "***"
+        d["webrtc_ice_servers"] = re.sub(r"(turns?:[^:@,]*:)[^@,]*@", r"\1***@", d["webrtc_ice_servers"])  # TURN secrets
         return d
 
 # %% ../nbs/00_config.ipynb #832fdbdb
@@ -140,6 +142,7 @@ ENV_VARS = {
     "max_audio_seconds": ("MODEL_SERVER_MAX_AUDIO_SECONDS", float), "body_timeout": ("MODEL_SERVER_BODY_TIMEOUT", float), "server_url": ("MODEL_SERVER_URL", str),
     "max_sessions": ("MODEL_SERVER_MAX_SESSIONS", int), "realtime_max_buffer_seconds": ("MODEL_SERVER_REALTIME_MAX_BUFFER_SECONDS", float),
     "realtime_idle_timeout": ("MODEL_SERVER_REALTIME_IDLE_TIMEOUT", float), "realtime_silence_ms": ("MODEL_SERVER_REALTIME_SILENCE_MS", int),
+    "webrtc_ice_servers": ("MODEL_SERVER_WEBRTC_ICE_SERVERS", str),
     "client_timeout": ("MODEL_SERVER_TIMEOUT", float),
     "ray_address": ("RAY_ADDRESS", str), "ray_replicas": ("MODEL_SERVER_RAY_REPLICAS", str), "ray_cpus": ("MODEL_SERVER_RAY_CPUS", str),
     "ray_gpus": ("MODEL_SERVER_RAY_GPUS", str), "ray_max_ongoing": ("MODEL_SERVER_RAY_MAX_ONGOING", int),

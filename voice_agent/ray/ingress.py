@@ -142,8 +142,8 @@ class Ingress:
 
 # %% ../../nbs/12d_ray_ingress.ipynb #463db005
 def replica_settings(s: Settings) -> Settings:
-    "The settings a model replica is given: no API key (the ingress checks it; a replica's init arguments are pickled into the cluster's store)."
-    return replace(s, api_key=None)
+    "The settings a model replica is given: no API key and no TURN secrets (the ingress checks the key and answers WebRTC calls; a replica's init arguments are pickled into the cluster's store)."
+    return replace(s, api_key=None, webrtc_ice_servers="")  # the ingress answers WebRTC calls: the TURN secrets stay there too
 
 def build_app(settings: Settings, # the server's settings: models, Ray options, auth, limits
               replicas: dict|None=None, # {kind: N or "MIN-MAX"} over `ray_replicas`

@@ -70,7 +70,7 @@ def deployment_options(s: Settings, # the settings (`ray_replicas`, `ray_cpus`, 
             "ray_actor_options": {"num_cpus": cpus, "num_gpus": gpus}, "logging_config": QUIET}
 
 # %% ../../nbs/12a_ray_options.ipynb #77842564
-SECRET_FIELDS = ("api_key", "hf_home_source")  # never written into a config file (the second is not a setting)
+SECRET_FIELDS = ("api_key", "webrtc_ice_servers", "hf_home_source")  # never written into a config file (TURN servers carry secrets; the last is not a setting)
 
 def settings_args(s: Settings) -> dict:
     "The settings that differ from the defaults, as plain values, without the API key."

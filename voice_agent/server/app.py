@@ -13,7 +13,7 @@ from ..loading import one_line
 from .deps import assemble, configured_key
 from .routers import audio, chat, health, realtime, seed
 from .slots import ServerState
-from .realtime.webrtc import close_calls
+from .realtime.webrtc import close_calls, ice_servers
 
 # %% auto #0
 __all__ = ['KEY_PATTERNS', 'ROUTERS', 'LOG_FORMAT', 'SO_ATTACH_FILTER', 'DROP_ALL', 'redact_keys', 'RedactKeys',
@@ -105,6 +105,7 @@ def create_app(settings: Settings|None=None, # default: `get_settings()`, the en
             await stop_wyoming(wyoming)
         st.shutdown()
 
+    ice_servers(st.settings.webrtc_ice_servers)  # a misspelt STUN/TURN server stops the app here, not at the first call
     realtime.watch_memory(st)  # /metrics shows what sessions and the prompt cache hold from the start
     return assemble(st, *ROUTERS, lifespan=lifespan)
 

@@ -11,15 +11,16 @@ import numpy as np
 from fastcore.basics import patch
 from ...config import logger
 from ...loading import one_line
+from ..deps import split_list
 from ..errors import ApiError
 from ..slots import ServerState
 from .protocol import RATE, ProtocolError, event, new_id, update_session
 from .session import RealtimeSession, live_sessions
 
 # %% auto #0
-__all__ = ['EVENTS_LABEL', 'FRAME_MS', 'APPEND_MS', 'CONNECT_S', 'SDP_LIMIT', 'open_calls', 'need_aiortc', 'Speaker',
+__all__ = ['EVENTS_LABEL', 'FRAME_MS', 'APPEND_MS', 'CONNECT_S', 'SDP_LIMIT', 'open_calls', 'ICE_HINT', 'need_aiortc', 'Speaker',
            'speaker_track_class', 'WebRTCChannel', 'check_offer', 'end_call', 'serve_call', 'close_calls',
-           'answer_call', 'WebRTCClient']
+           'ice_servers', 'rtc_configuration', 'answer_call', 'WebRTCClient']
 
 # %% ../../../nbs/09ka8_realtime_webrtc.ipynb #6676fa94
 EVENTS_LABEL = "oai-events"  # the data channel that carries the events, as OpenAI names it
@@ -203,6 +204,35 @@ async def close_calls():
     for session, channel, live in calls.values():
         if session in live: await end_call(session, channel, live)  # cancelled before it ran: its `finally` never did
 
+# %% ../../../nbs/09ka8_realtime_webrtc.ipynb #a6bd505b
+ICE_HINT = "write stun:HOST[:PORT] or turn:USER:SECRET@HOST[:PORT][?transport=udp|tcp], comma-separated"
+
+def ice_servers(spec: str, # MODEL_SERVER_WEBRTC_ICE_SERVERS
+               ) -> list[dict]: # `RTCIceServer`'s fields, one dict per server
+    "The STUN and TURN servers of `spec`, checked (ValueError saying what to write)."
+    out = []
+    for item in split_list(spec):
+        scheme, _, rest = item.partition(":")
+        scheme = scheme.lower()
+        if scheme not in ("stun", "turn", "turns") or not rest.strip("/"):
+            raise ValueError(f"MODEL_SERVER_WEBRTC_ICE_SERVERS: {item!r} is not a STUN or TURN server: {ICE_HINT}")
+        cred, at, where = rest.rpartition("@")
+        if not where.split("?")[0].split(":")[0]: raise ValueError(f"MODEL_SERVER_WEBRTC_ICE_SERVERS: {item!r} names no host: {ICE_HINT}")
+        if scheme == "stun":
+            if at: raise ValueError(f"MODEL_SERVER_WEBRTC_ICE_SERVERS: a STUN server takes no user ({item.split('@')[-1]!r}): {ICE_HINT}")
+            out.append({"urls": f"stun:{where}"})
+            continue
+        user, colon, secret = cred.partition(":")
+        if not (at and user and colon and secret):
+            raise ValueError(f"MODEL_SERVER_WEBRTC_ICE_SERVERS: the TURN server {where!r} needs a user and a secret: {ICE_HINT}")
+        out.append({"urls": f"{scheme}:{where}", "username": user, "credential": secret})
+    return out
+
+def rtc_configuration(settings): # the server's settings
+    "aiortc's `RTCConfiguration` with the ICE servers of MODEL_SERVER_WEBRTC_ICE_SERVERS (none: host candidates only)."
+    from aiortc import RTCConfiguration, RTCIceServer
+    return RTCConfiguration(iceServers=[RTCIceServer(**s) for s in ice_servers(settings.webrtc_ice_servers)])
+
 # %% ../../../nbs/09ka8_realtime_webrtc.ipynb #b1580afa
 async def answer_call(st: ServerState, # the server
                       sdp: str, # the client's SDP offer
@@ -211,9 +241,9 @@ async def answer_call(st: ServerState, # the server
                      ) -> tuple[str, str]: # the call's id, the SDP answer
     "Answer a WebRTC offer: a peer connection whose events and audio feed a `RealtimeSession`, served until the peer leaves."
     need_aiortc()
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc import RTCPeerConnection, RTCSessionDescription
     check_offer(sdp)
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # host candidates only: no STUN server to ask
+    pc = RTCPeerConnection(rtc_configuration(st.settings))  # host candidates, and what MODEL_SERVER_WEBRTC_ICE_SERVERS finds
     channel, live = WebRTCChannel(pc), live_sessions(st)
     s = RealtimeSession(channel, st, (session or {}).get("model") or model or st.slots["llm"].name)
     live.add(s)  # counted from here (no await since the caller's check of MODEL_SERVER_MAX_SESSIONS)
