@@ -71,8 +71,10 @@ class SpokenStream:
         self.task = asyncio.ensure_future(self._speak())
 
     async def _speak(self):
-        "Say the queued sentences in order until `None`, or until the client has gone."
+        "Say the queued sentences in order until `None`, or until the client has gone; between two, the TTS's pause (as it puts between a text's sentences)."
+        pause = getattr(self.st.slots["tts"].model, "silence_s", 0.0)
         while (s := await self.sentences.get()) is not None:
+            if self.audio.rate and pause and not await self.audio.put(np.zeros(int(pause*self.audio.rate), np.float32), self.audio.rate): return
             if not await speak(self.st, self.audio, s, self.voice): return
 
     def _queue(self, sentences: list[str]):

@@ -47,9 +47,11 @@ def llm_pieces(model, messages: list[dict], opts: dict, usage: dict, # filled wi
     finally: gen.close()
 
 def speak_sentence(model, text: str, opts: dict, fmt: dict|None=None, # the output format (default: PCM16)
+                   pause_s: float=0.0, # silence before it: the pause between a reply's sentences
                   ) -> tuple[list[str], float]:
     "Synthesize one sentence (on the TTS model's thread): its audio deltas in `fmt`, and seconds."
     x, sr = model.synthesize_array(text, **opts)
+    if pause_s > 0: x = np.concatenate([np.zeros(int(pause_s*sr), np.float32), x])
     law = (fmt or {}).get("type", "audio/pcm")
     return (pcm_deltas(x, sr) if law == "audio/pcm" else g711_deltas(x, sr, law)), len(x)/sr
 
@@ -115,9 +117,10 @@ def placed(self: RealtimeSession, r: RealtimeResponse, item: dict) -> bool:
 @patch
 async def speak(self: RealtimeSession, r: RealtimeResponse, slot: ModelSlot, model, sentences: asyncio.Queue, ids: dict):
     "Synthesize sentences in order as they come; send each one's transcript and audio once the response is released."
-    opts = {"voice": r.voice, **({"speed": s} if (s := self.config["audio"]["output"]["speed"]) != 1.0 else {})}
-    while (s := await sentences.get()) is not None:
-        try: deltas, secs = await slot.run(speak_sentence, model, s, opts, r.format, wait_s=r.wait_s)
+    speed = self.config["audio"]["output"]["speed"]
+    opts, pause = {"voice": r.voice, **({"speed": speed} if speed != 1.0 else {})}, getattr(model, "silence_s", 0.0)/speed
+    while (s := await sentences.get()) is not None:  # between two sentences, the pause the TTS puts between a text's sentences
+        try: deltas, secs = await slot.run(speak_sentence, model, s, opts, r.format, pause if r.sentences else 0.0, wait_s=r.wait_s)
         finally: r.llm_go.set()
         r.marks.setdefault("spoken", time.monotonic())
         self.st.metrics.audio_out.inc(secs)
