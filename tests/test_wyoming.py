@@ -57,6 +57,16 @@ async def read_until(c: AsyncTcpClient, *types: str, timeout: float=120) -> list
         if e.type in types: return out
 
 
+async def read_timed(c: AsyncTcpClient, t0: float, *types: str, timeout: float=120) -> tuple[list[Event], list[float]]:
+    "Events read until one of `types` (included), and when each came (seconds after `t0`)."
+    out, times = [], []
+    while True:
+        e = await asyncio.wait_for(c.read_event(), timeout)
+        assert e is not None, f"the server closed the connection; got {[x.type for x in out]}"
+        out.append(e); times.append(time.perf_counter() - t0)
+        if e.type in types: return out, times
+
+
 async def send_audio(c: AsyncTcpClient, x: np.ndarray, rate: int=16000, samples: int=1024, language: str|None="en"):
     "transcribe, audio-start, the audio in chunks of `samples`, audio-stop (as Home Assistant sends them)."
     await c.write_event(Transcribe(language=language).event())
@@ -117,11 +127,7 @@ def test_synthesize_heard_back(server):
         async with AsyncTcpClient("127.0.0.1", wport) as c:
             t0 = time.perf_counter()
             await c.write_event(Synthesize(text=said, voice=SynthesizeVoice(name="alloy")).event())
-            out, times = [], []
-            while True:
-                e = await asyncio.wait_for(c.read_event(), 120)
-                out.append(e); times.append(time.perf_counter() - t0)
-                if e.type in ("audio-stop", "error"): return out, times
+            return await read_timed(c, t0, "audio-stop", "error")
     events, times = run(go())
     types = [e.type for e in events]
     assert types[0] == "audio-start" and types[-1] == "audio-stop" and set(types[1:-1]) == {"audio-chunk"}, types[:5]
@@ -152,11 +158,7 @@ def test_streamed_synthesis(server):
                 await c.write_event(Synthesize(text=said, voice=SynthesizeVoice(name="alloy")).event())
                 await c.write_event(SynthesizeStop().event())
             writer = asyncio.ensure_future(write())
-            out, times = [], []
-            while True:
-                e = await asyncio.wait_for(c.read_event(), 120)
-                out.append(e); times.append(time.perf_counter() - t0)
-                if e.type in ("synthesize-stopped", "error"): break
+            out, times = await read_timed(c, t0, "synthesize-stopped", "error")
             await writer
             return out, times, sent["last"]
     events, times, last = run(go())

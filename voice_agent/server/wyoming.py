@@ -28,7 +28,7 @@ from .realtime.audio import loop_start
 from .realtime.context import fit_context
 
 # %% auto #0
-__all__ = ['MAX_DATA_BYTES', 'WHISPER_RATE', 'MAX_CONVERSATIONS', 'CHUNKS', 'REQUESTS', 'wyoming_bind_refusal',
+__all__ = ['MAX_DATA_BYTES', 'WHISPER_RATE', 'MAX_CONVERSATIONS', 'CHUNKS', 'REQUESTS', 'wyoming_bind_refusal', 'shutting_down',
            'connection_refusal', 'BadEvent', 'read_event', 'WyomingHandler', 'serves', 'live_connections',
            'conversations', 'wyoming_bytes', 'error_event', 'on_describe', 'on_ping', 'audio_format', 'on_transcribe',
            'on_audio_start', 'on_audio_chunk', 'on_audio_stop', 'synthesize_request', 'on_synthesize',
@@ -50,14 +50,17 @@ def wyoming_bind_refusal(settings: Settings, # the server's settings (`host`, `w
                 "the models. Bind 127.0.0.1, or pass --allow-public (MODEL_SERVER_ALLOW_PUBLIC=1) if the network is trusted")
     return None
 
+def shutting_down() -> ApiError:
+    "The 503 a request gets while the server drains."
+    return ApiError(503, "the model server is shutting down: retry after it restarts", "unavailable", "shutting_down")
+
 def connection_refusal(st: ServerState, # the server
                        arrived_on: str|None, # the local address the connection arrived on
                        open_now: int, # Wyoming connections already open
                       ) -> ApiError|None: # why this connection is refused, if it is
     "Refuse a connection while draining, over `MODEL_SERVER_MAX_SESSIONS`, or on a public address that was not allowed."
     s = st.settings
-    if st.draining:
-        return ApiError(503, "the model server is shutting down: retry after it restarts", "unavailable", "shutting_down")
+    if st.draining: return shutting_down()
     if is_public_address(arrived_on) and not s.allow_public:
         return ApiError(403, "Wyoming has no authentication and this connection arrived on a public address: bind 127.0.0.1, or pass "
                         "--allow-public (MODEL_SERVER_ALLOW_PUBLIC=1)", "permission_error", "public_without_allow")
@@ -184,7 +187,7 @@ def count(self: WyomingHandler, what: str, status: str, t0: float):
 
 # %% ../../nbs/09m_server_wyoming.ipynb #92a77364
 CHUNKS = ("audio-chunk", "synthesize-chunk")  # parts of a request: counted in /metrics only when refused
-REQUESTS = ("transcribe", "audio-start", "audio-stop", "synthesize", "synthesize-start", "transcript")  # refused while the server drains
+REQUESTS = ("transcribe", "audio-start", "audio-stop", "synthesize", "transcript")  # refused while the server drains (and synthesize-start: `on_synthesize_start`)
 
 @patch
 async def serve_event(self: WyomingHandler, event: Event) -> bool:
@@ -195,7 +198,7 @@ async def serve_event(self: WyomingHandler, event: Event) -> bool:
     t0, status = time.perf_counter(), "200"
     try:
         if self.st.draining and event.type in REQUESTS:
-            raise ApiError(503, "the model server is shutting down: retry after it restarts", "unavailable", "shutting_down")
+            raise shutting_down()
         await getattr(self, name)(event)
     except Exception as e:
         status, err = error_event(e)
@@ -300,11 +303,15 @@ async def on_synthesize(self: WyomingHandler, e: Event):
 
 @serves("synthesize-start")
 async def on_synthesize_start(self: WyomingHandler, e: Event):
-    "Open a streamed synthesis: its text comes in `synthesize-chunk`s, and is spoken a sentence at a time as it comes."
+    "Open a streamed synthesis: its text comes in `synthesize-chunk`s, and is spoken a sentence at a time as it comes. A refused start (a bad voice, no TTS, the server draining) opens it refused: its chunks are dropped and its stop still answers `synthesize-stopped`."
     if self.spoken is not None:
         raise BadEvent("a synthesis stream is already open on this connection: end it with synthesize-stop first", "stream_open")
-    self.st.slots["tts"].require()
-    self.spoken = SpokenStream(self.st, self.send, synthesize_request(e.data, "synthesize-start")[1])
+    try:
+        if self.st.draining: raise shutting_down()
+        voice = synthesize_request(e.data, "synthesize-start")[1]
+        self.st.slots["tts"].require()
+        self.spoken = SpokenStream(self.st, self.send, voice)
+    except Exception: self.spoken = SpokenStream(self.st, self.send, refused=True); raise
 
 def _no_stream(what: str) -> BadEvent:
     return BadEvent(f"{what} without a stream: send synthesize-start, synthesize-chunk..., synthesize-stop", "no_stream")

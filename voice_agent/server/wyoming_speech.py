@@ -64,11 +64,13 @@ async def speak(st: ServerState, # the server: its TTS slot and metrics
 # %% ../../nbs/09m1_server_wyoming_speech.ipynb #3eeda078
 class SpokenStream:
     "One streamed synthesis: each sentence spoken as soon as its text is complete, in order, while the rest comes."
-    def __init__(self, st: ServerState, send: Send, voice: str|None=None):
+    def __init__(self, st: ServerState, send: Send, voice: str|None=None,
+                 refused: bool=False, # a stream whose start was refused: nothing of it is spoken, its stop still ends it
+                ):
         self.st, self.voice, self.audio = st, voice, SpokenAudio(send)
-        self.text, self.chars, self.queued, self.refused = "", 0, 0, False
+        self.text, self.chars, self.queued, self.refused = "", 0, 0, refused
         self.sentences: asyncio.Queue = asyncio.Queue()
-        self.task = asyncio.ensure_future(self._speak())
+        self.task = None if refused else asyncio.ensure_future(self._speak())
 
     async def _speak(self):
         "Say the queued sentences in order until `None`, or until the client has gone; between two, the TTS's pause (as it puts between a text's sentences)."
@@ -92,7 +94,8 @@ class SpokenStream:
     async def finish(self):
         "Say the rest of the text, wait until every sentence is sent, and end the audio (`audio-stop`); raises what failed."
         if self.refused:
-            with contextlib.suppress(asyncio.CancelledError): await self.task
+            if self.task is not None:
+                with contextlib.suppress(asyncio.CancelledError): await self.task
         else:
             self._queue([self.text.strip()] if self.text.strip() else []); self.sentences.put_nowait(None)
             await self.task
@@ -100,4 +103,4 @@ class SpokenStream:
 
     def cancel(self):
         "Stop speaking (the client has gone)."
-        self.task.cancel()
+        if self.task is not None: self.task.cancel()
