@@ -67,12 +67,14 @@ async def read_timed(c: AsyncTcpClient, t0: float, *types: str, timeout: float=1
         if e.type in types: return out, times
 
 
-async def send_audio(c: AsyncTcpClient, x: np.ndarray, rate: int=16000, samples: int=1024, language: str|None="en"):
-    "transcribe, audio-start, the audio in chunks of `samples`, audio-stop (as Home Assistant sends them)."
+async def send_audio(c: AsyncTcpClient, x: np.ndarray, rate: int=16000, samples: int=1024, language: str|None="en", pace: bool=False):
+    "transcribe, audio-start, the audio in chunks of `samples` (`pace`: at real-time pace, as a microphone gives them), audio-stop (as Home Assistant sends them)."
     await c.write_event(Transcribe(language=language).event())
     await c.write_event(AudioStart(rate=rate, width=2, channels=1).event())
-    pcm = pcm16(x)
-    for i in range(0, len(pcm), 2*samples): await c.write_event(AudioChunk(rate=rate, width=2, channels=1, audio=pcm[i:i + 2*samples]).event())
+    pcm, t0 = pcm16(x), time.perf_counter()
+    for i in range(0, len(pcm), 2*samples):
+        await c.write_event(AudioChunk(rate=rate, width=2, channels=1, audio=pcm[i:i + 2*samples]).event())
+        if pace: await asyncio.sleep(max(0.0, t0 + (i//2 + samples)/rate - time.perf_counter()))
     await c.write_event(AudioStop().event())
 
 
@@ -115,6 +117,19 @@ def test_transcribe_streamed_speech(server):
             await send_audio(c, espeak_pcm(QUESTION, 48000), rate=48000, samples=3072)
             return (await read_until(c, "transcript", "error"))[-1]
     e = run(go48())
+    assert e.type == "transcript" and word_accuracy(QUESTION, e.data["text"]) >= 0.8, e
+    # at a microphone's pace, with the pause in the middle and the silence a satellite sends before Home Assistant's VAD
+    # ends the audio: the speech is transcribed at the pause (and again when it resumes), the transcript is the same
+    two = np.concatenate([espeak_pcm("What is the capital", 16000), np.zeros(8000, np.float32),
+                          espeak_pcm("of France?", 16000), np.zeros(12800, np.float32)])
+    async def paced():
+        async with AsyncTcpClient("127.0.0.1", wport) as c:
+            await send_audio(c, two, pace=True)
+            t0 = time.perf_counter()
+            e = (await read_until(c, "transcript", "error"))[-1]
+            return e, time.perf_counter() - t0
+    e, secs = run(paced())
+    print(f"[wyoming] at a microphone's pace: heard {e.data.get('text')!r}, {secs*1000:.0f} ms after audio-stop")
     assert e.type == "transcript" and word_accuracy(QUESTION, e.data["text"]) >= 0.8, e
 
 

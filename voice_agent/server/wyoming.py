@@ -23,6 +23,7 @@ from .errors import ApiError
 from .generation import check_text
 from .slots import ServerState, model_error, resolve_model
 from .wyoming_info import PROGRAM, describe_models
+from .wyoming_stt import EarlyTranscript
 from .wyoming_speech import WAIT_S, SpokenAudio, SpokenStream, speak
 from .realtime.audio import loop_start
 from .realtime.context import fit_context
@@ -128,10 +129,15 @@ class WyomingHandler(AsyncEventHandler):
         self.pieces: list[bytes] = []; self.samples = 0  # the audio in progress, at WHISPER_RATE
         self.dropped = False  # the audio in progress went over MODEL_SERVER_MAX_AUDIO_SECONDS: refused, ignored until audio-stop
         self.conversation_id = f"wyoming_{uuid.uuid4().hex[:16]}"
+        self.early: EarlyTranscript|None = None  # the audio in progress judged as it comes, its speech transcribed at a pause
         self.spoken: SpokenStream|None = None  # the streamed synthesis in progress (synthesize-start ... synthesize-stop)
 
     @property
     def nbytes(self) -> int: return 2*self.samples
+
+    def audio(self) -> np.ndarray:
+        "The audio in progress, float32 at WHISPER_RATE."
+        return np.frombuffer(b"".join(self.pieces), "<i2").astype(np.float32)/32768
 
     async def handle_event(self, event: Event) -> bool:
         "The package's hook: `serve_event`."
@@ -140,6 +146,7 @@ class WyomingHandler(AsyncEventHandler):
     def reset_audio(self):
         "Forget the audio in progress."
         self.fmt = self.converter = None; self.pieces, self.samples, self.dropped = [], 0, False
+        if self.early is not None: self.early.drop(); self.early = None
 
 def serves(name: str):
     "Write a `WyomingHandler` method (as `@patch` does) that serves the event type `name`."
@@ -244,6 +251,7 @@ async def on_audio_start(self: WyomingHandler, e: Event):
     self.reset_audio()
     self.fmt = audio_format(e)
     self.converter = AudioChunkConverter(rate=WHISPER_RATE, width=2, channels=1)
+    self.early = EarlyTranscript(self.st, {"language": self.asr.language} if self.asr and self.asr.language else {}, WHISPER_RATE)
 
 # %% ../../nbs/09m_server_wyoming.ipynb #b69c31b2
 @serves("audio-chunk")
@@ -261,24 +269,28 @@ async def on_audio_chunk(self: WyomingHandler, e: Event):
     limit = self.settings.max_audio_seconds
     if self.samples + len(pcm)//2 > limit*WHISPER_RATE:
         self.pieces, self.samples, self.dropped = [], 0, True
+        if self.early is not None: self.early.drop()
         self.st.metrics.rejected.labels("stt", "audio_too_long").inc()
         raise ApiError(413, f"the audio is over {limit:g} s (MODEL_SERVER_MAX_AUDIO_SECONDS): its rest is dropped; send shorter audio",
                        code="audio_too_long")
     self.pieces.append(pcm); self.samples += len(pcm)//2
+    if self.early is not None: self.early.feed(pcm, self.samples, self.audio)
 
 # %% ../../nbs/09m_server_wyoming.ipynb #2efe36b4
 @serves("audio-stop")
 async def on_audio_stop(self: WyomingHandler, e: Event):
-    "The end of the audio: transcribe it on the STT's slot, answer with a `transcript`."
+    "The end of the audio: its transcript (made early, at the speaker's pause, if only silence followed; else now, on the STT's slot)."
     if self.dropped: self.reset_audio(); self.asr = None; return  # already refused
     if self.fmt is None: raise BadEvent("audio-stop without audio: send transcribe, audio-start, audio-chunk..., audio-stop", "no_audio")
-    x = np.frombuffer(b"".join(self.pieces), "<i2").astype(np.float32)/32768
-    asr, self.asr = self.asr or Transcribe(), None
+    x, early = self.audio(), self.early
+    asr, self.asr, self.early = self.asr or Transcribe(), None, None
     self.reset_audio()
     slot, kw = self.st.slots["stt"], ({"language": asr.language} if asr.language else {})
     model = slot.require()
-    try: text = await slot.run(model.transcribe, x, WHISPER_RATE, wait_s=WAIT_S, **kw) if len(x) else ""
-    except Exception as x_: raise model_error(slot.label, x_) from None
+    if (text := await early.result() if early else None) is not None: logger.debug("wyoming: the transcript was made early, at the speaker's pause")
+    else:
+        try: text = await slot.run(model.transcribe, x, WHISPER_RATE, wait_s=WAIT_S, **kw) if len(x) else ""
+        except Exception as x_: raise model_error(slot.label, x_) from None
     self.st.metrics.audio_in.inc(len(x)/WHISPER_RATE)
     await self.send(Transcript(text=text.strip(), language=asr.language).event())
 
