@@ -4,7 +4,8 @@
 
 # %% ../../nbs/09m2_server_wyoming_stt.ipynb #8d277fa5
 from __future__ import annotations
-import asyncio
+import asyncio, time
+from collections import deque
 from typing import Callable
 import numpy as np
 from ..config import logger
@@ -13,9 +14,10 @@ from ..vad import FRAME_MS, TurnDetector
 from .slots import ServerState
 
 # %% auto #0
-__all__ = ['EARLY_AFTER_MS', 'EarlyTranscript']
+__all__ = ['LIVE_OVER', 'EARLY_AFTER_MS', 'EarlyTranscript']
 
 # %% ../../nbs/09m2_server_wyoming_stt.ipynb #3f528098
+LIVE_OVER = 1.5  # audio coming faster than this many times real time (over the last second) is a recording, not judged
 EARLY_AFTER_MS = 8*FRAME_MS  # the pause (256 ms) after which the speech so far is transcribed: past the short gaps inside a sentence, well before Home Assistant's end of speech (~0.5-1 s)
 
 class EarlyTranscript:
@@ -25,6 +27,7 @@ class EarlyTranscript:
                  rate: int=16000, # the rate of the audio fed
                 ):
         self.st, self.opts, self.rate, self.task, self.at = st, opts, rate, None, 0
+        self.came: deque = deque()  # (when, samples so far) over the last second: how fast the audio comes
         try: self.detector = TurnDetector(rate=rate)
         except RuntimeError as e: self.detector = None; logger.debug(f"wyoming: no early transcription ({one_line(e)})")
 
@@ -32,9 +35,13 @@ class EarlyTranscript:
              samples: int, # the samples of all the audio so far, this included
              whole: Callable[[], np.ndarray], # makes all the audio so far (float32): called only when a transcription starts
             ):
-        "Judge the new audio; drop the early transcript when speech resumes, start one once the speaker has paused `EARLY_AFTER_MS`."
+        "Judge the new audio; drop the early transcript when speech resumes, start one once the speaker has paused `EARLY_AFTER_MS` (only for audio that comes as a microphone gives it)."
         if self.detector is None: return
-        d = self.detector
+        d, now = self.detector, time.monotonic()
+        self.came.append((now, samples))
+        while now - self.came[0][0] > 1.0: self.came.popleft()
+        if samples - self.came[0][1] > LIVE_OVER*self.rate*max(now - self.came[0][0], 0.25):  # faster than a microphone: a recording
+            self.drop(); d.reset(); return  # not judged (it costs ~0.25 ms a frame, and audio-stop is near)
         events = d.feed(np.frombuffer(pcm, "<i2").astype(np.float32)/32768)
         if self.task is not None and (any(e.kind == "started" for e in events) or (d.speaking and d.silence_ms == 0)):
             self.drop()  # speech resumed: the early transcript misses it
